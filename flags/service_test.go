@@ -188,53 +188,85 @@ func TestServiceRefusesBadWritesAndStoresNothing(t *testing.T) {
 		want    string
 	}{
 		{
-			name:    "default variant that is not a variant",
-			write:   func(s *flags.Service) error { _, err := s.PatchFlag(ctx, "production", "existing", flags.FlagPatch{DefaultVariant: blue}, flags.WriteOptions{}); return err },
+			name: "default variant that is not a variant",
+			write: func(s *flags.Service) error {
+				_, err := s.PatchFlag(ctx, "production", "existing", flags.FlagPatch{DefaultVariant: blue}, flags.WriteOptions{})
+				return err
+			},
 			wantErr: isValidation, want: "defaultVariant",
 		},
 		{
-			name:    "default variant that is not a string",
-			write:   func(s *flags.Service) error { _, err := s.PatchFlag(ctx, "production", "existing", flags.FlagPatch{DefaultVariant: json.RawMessage(`3`)}, flags.WriteOptions{}); return err },
+			name: "default variant that is not a string",
+			write: func(s *flags.Service) error {
+				_, err := s.PatchFlag(ctx, "production", "existing", flags.FlagPatch{DefaultVariant: json.RawMessage(`3`)}, flags.WriteOptions{})
+				return err
+			},
 			wantErr: isInput, want: "defaultVariant",
 		},
 		{
-			name:    "unknown state",
-			write:   func(s *flags.Service) error { _, err := s.PatchFlag(ctx, "production", "existing", flags.FlagPatch{State: &bogus}, flags.WriteOptions{}); return err },
+			name: "unknown state",
+			write: func(s *flags.Service) error {
+				_, err := s.PatchFlag(ctx, "production", "existing", flags.FlagPatch{State: &bogus}, flags.WriteOptions{})
+				return err
+			},
 			wantErr: isInput, want: "state",
 		},
 		{
-			name:    "create a flag that exists",
-			write:   func(s *flags.Service) error { _, err := s.CreateFlag(ctx, "production", "existing", boolFlag(flags.Enabled, "on"), flags.WriteOptions{}); return err },
+			name: "create a flag that exists",
+			write: func(s *flags.Service) error {
+				_, err := s.CreateFlag(ctx, "production", "existing", boolFlag(flags.Enabled, "on"), flags.WriteOptions{})
+				return err
+			},
 			wantErr: func(err error) bool { return errors.Is(err, flags.ErrExists) }, want: "existing",
 		},
 		{
-			name:    "patch a missing flag",
-			write:   func(s *flags.Service) error { _, err := s.PatchFlag(ctx, "production", "nope", flags.FlagPatch{}, flags.WriteOptions{}); return err },
+			name: "patch a missing flag",
+			write: func(s *flags.Service) error {
+				_, err := s.PatchFlag(ctx, "production", "nope", flags.FlagPatch{}, flags.WriteOptions{})
+				return err
+			},
 			wantErr: func(err error) bool { return errors.Is(err, flags.ErrNotFound) }, want: "nope",
 		},
 		{
-			name:    "write to a missing environment",
-			write:   func(s *flags.Service) error { _, err := s.PutFlag(ctx, "staging", "x", boolFlag(flags.Enabled, "on"), flags.WriteOptions{}); return err },
+			name: "write to a missing environment",
+			write: func(s *flags.Service) error {
+				_, err := s.PutFlag(ctx, "staging", "x", boolFlag(flags.Enabled, "on"), flags.WriteOptions{})
+				return err
+			},
 			wantErr: func(err error) bool { return errors.Is(err, flags.ErrNotFound) }, want: "staging",
 		},
 		{
-			name:    "flag key with a slash",
-			write:   func(s *flags.Service) error { _, err := s.PutFlag(ctx, "production", "a/b", boolFlag(flags.Enabled, "on"), flags.WriteOptions{}); return err },
+			name: "flag key with a slash",
+			write: func(s *flags.Service) error {
+				_, err := s.PutFlag(ctx, "production", "a/b", boolFlag(flags.Enabled, "on"), flags.WriteOptions{})
+				return err
+			},
 			wantErr: isInput, want: "key",
 		},
 		{
-			name:    "body key differs from path key",
-			write:   func(s *flags.Service) error { f := boolFlag(flags.Enabled, "on"); f.Key = "other"; _, err := s.PutFlag(ctx, "production", "x", f, flags.WriteOptions{}); return err },
+			name: "body key differs from path key",
+			write: func(s *flags.Service) error {
+				f := boolFlag(flags.Enabled, "on")
+				f.Key = "other"
+				_, err := s.PutFlag(ctx, "production", "x", f, flags.WriteOptions{})
+				return err
+			},
 			wantErr: isInput, want: "other",
 		},
 		{
-			name:    "stale If-Match",
-			write:   func(s *flags.Service) error { _, err := s.PutFlag(ctx, "production", "x", boolFlag(flags.Enabled, "on"), flags.WriteOptions{IfMatch: 1}); return err },
+			name: "stale If-Match",
+			write: func(s *flags.Service) error {
+				_, err := s.PutFlag(ctx, "production", "x", boolFlag(flags.Enabled, "on"), flags.WriteOptions{IfMatch: 1})
+				return err
+			},
 			wantErr: func(err error) bool { return errors.Is(err, flags.ErrConflict) }, want: "version 2, not 1",
 		},
 		{
-			name:    "environment name with upper case",
-			write:   func(s *flags.Service) error { _, err := s.CreateEnvironment(ctx, "Prod", nil, flags.WriteOptions{}); return err },
+			name: "environment name with upper case",
+			write: func(s *flags.Service) error {
+				_, err := s.CreateEnvironment(ctx, "Prod", nil, flags.WriteOptions{})
+				return err
+			},
 			wantErr: isInput, want: "name",
 		},
 	}
