@@ -1,9 +1,17 @@
 package flags
 
-import "errors"
-
-// CONTRACT STUB: the signatures in this file are the engine's public API that
-// other packages code against. The flag-engine work replaces the bodies.
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Reason says why a flag resolved the way it did (OpenFeature resolution reasons).
 type Reason string
@@ -68,63 +76,377 @@ type FlagInfo struct {
 	Metadata       map[string]any
 }
 
-// Set is a compiled, immutable flag set, safe for concurrent use.
-type Set struct{}
+// Set is a compiled, immutable flag set, safe for concurrent use. To change
+// flags, compile a new Set and swap it in (for example with an
+// atomic.Pointer); readers of the old Set are unaffected.
+type Set struct {
+	flags    map[string]*flag
+	keys     []string
+	doc      *Document // canonical; never handed out without a copy
+	hash     string
+	metadata map[string]any
+	now      func() time.Time
+}
 
-var errStub = errors.New("flags: not implemented")
+// flag is one compiled flag.
+type flag struct {
+	key      string
+	state    State
+	typ      ValueType
+	variants []variant // sorted by name
+	byName   map[string]int32
+	def      int32 // index of the default variant, -1 for the code default
+	rule     *rule // nil when there is no targeting
+	meta     map[string]any
+	info     FlagInfo
+	// fixed is the resolution when it does not depend on the context:
+	// no targeting, or DISABLED.
+	fixed Resolution
+}
 
-// Parse reads a flag set in flagd's format from JSON or YAML. Structural
-// problems are reported as a *ValidationError.
-func Parse(data []byte) (*Document, error) { return nil, errStub }
+// variant is one variant with its value boxed once, so that resolutions
+// never allocate.
+type variant struct {
+	name  string
+	value any // bool, float64, string or map[string]any
+	num   float64
+}
 
-// Compile validates doc and compiles its targeting. Every problem is reported
-// at once in a *ValidationError; doc is not retained or modified.
-func Compile(doc *Document) (*Set, error) { return nil, errStub }
-
-// Load is Parse followed by Compile.
-func Load(data []byte) (*Set, error) { return nil, errStub }
-
-// Document returns a deep copy of the set's source document.
-func (s *Set) Document() *Document { return nil }
+// Document returns a deep copy of the set's source document, in canonical
+// form (flags in the map form; targeting and evaluators as compact JSON with
+// sorted keys).
+func (s *Set) Document() *Document { return s.doc.Clone() }
 
 // Keys returns the flag keys, sorted. The slice is shared: do not modify.
-func (s *Set) Keys() []string { return nil }
+func (s *Set) Keys() []string { return s.keys }
 
-// Hash is a hex content hash of the canonical document.
-func (s *Set) Hash() string { return "" }
+// Hash is a hex SHA-256 of the canonical JSON document: two sets with the
+// same flags, evaluators and metadata have the same hash, however their
+// source was formatted.
+func (s *Set) Hash() string { return s.hash }
 
 // Metadata is the flag set's metadata (shared: do not modify).
-func (s *Set) Metadata() map[string]any { return nil }
+func (s *Set) Metadata() map[string]any { return s.metadata }
 
-// Info describes one flag; ok is false for an unknown key.
-func (s *Set) Info(key string) (info FlagInfo, ok bool) { return FlagInfo{}, false }
+// Len is the number of flags in the set.
+func (s *Set) Len() int { return len(s.keys) }
+
+// WithClock returns a Set sharing s's compiled flags whose targeting reads
+// "$flagd.timestamp" from now instead of time.Now. It is meant for tests.
+func (s *Set) WithClock(now func() time.Time) *Set {
+	c := *s
+	c.now = now
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return &c
+}
+
+// Info describes one flag; ok is false for an unknown key. The slices and
+// maps in the result are shared: do not modify.
+func (s *Set) Info(key string) (info FlagInfo, ok bool) {
+	f := s.flags[key]
+	if f == nil {
+		return FlagInfo{}, false
+	}
+	return f.info, true
+}
+
+const msgFlagNotFound = "flag not found"
 
 // Evaluate resolves key for ctx. ctx is the flattened evaluation context with
 // "targetingKey" as a top-level key; it is read, never modified or retained.
-func (s *Set) Evaluate(key string, ctx map[string]any) Resolution { return Resolution{} }
+// Evaluation never fails: problems are reported in the Resolution (Reason
+// ERROR with an ErrorCode), never by panicking.
+func (s *Set) Evaluate(key string, ctx map[string]any) Resolution {
+	f := s.flags[key]
+	if f == nil {
+		return Resolution{Key: key, Reason: ReasonError, ErrorCode: ErrorFlagNotFound, ErrorMessage: msgFlagNotFound}
+	}
+	if f.rule == nil || f.state == Disabled {
+		return f.fixed
+	}
+	return f.evaluate(s, ctx)
+}
+
+// evaluate runs f's targeting and maps the result to a resolution.
+func (f *flag) evaluate(s *Set, ctx map[string]any) Resolution {
+	e := env{ctx: ctx, flagKey: f.key, now: s.now, budget: workBudget}
+	v := f.rule.root(&e)
+	if e.failed != "" {
+		return Resolution{Key: f.key, Reason: ReasonError, ErrorCode: ErrorGeneral, ErrorMessage: e.failed, Metadata: f.meta}
+	}
+	var idx int32
+	var ok bool
+	switch v.k {
+	case kNull:
+		return f.defaultResolution()
+	case kStr:
+		idx, ok = f.byName[v.s]
+	case kBool:
+		if v.n != 0 {
+			idx, ok = f.byName["true"]
+		} else {
+			idx, ok = f.byName["false"]
+		}
+	case kNum:
+		var buf [32]byte
+		idx, ok = f.byName[string(appendJSNumber(buf[:0], v.n))]
+	default:
+		return Resolution{Key: f.key, Reason: ReasonError, ErrorCode: ErrorGeneral,
+			ErrorMessage: "targeting returned " + v.kindName() + ", not a variant name", Metadata: f.meta}
+	}
+	if !ok {
+		return Resolution{Key: f.key, Reason: ReasonError, ErrorCode: ErrorGeneral,
+			ErrorMessage: fmt.Sprintf("targeting returned %s, which is not a variant (have: %s)", v.describe(), strings.Join(f.info.Variants, ", ")),
+			Metadata:     f.meta}
+	}
+	vr := &f.variants[idx]
+	return Resolution{Key: f.key, Value: vr.value, Variant: vr.name, Reason: ReasonTargetingMatch, Metadata: f.meta}
+}
+
+// defaultResolution is the result when targeting does not pick a variant.
+func (f *flag) defaultResolution() Resolution {
+	if f.def < 0 {
+		return Resolution{Key: f.key, Reason: ReasonDefault, Metadata: f.meta}
+	}
+	vr := &f.variants[f.def]
+	return Resolution{Key: f.key, Value: vr.value, Variant: vr.name, Reason: ReasonDefault, Metadata: f.meta}
+}
+
+// typed resolves key and checks the flag's type before anything else, so a
+// wrong-type call is reported even for a disabled flag.
+func (s *Set) typed(key string, want ValueType, ctx map[string]any) (Resolution, bool) {
+	f := s.flags[key]
+	if f == nil {
+		return Resolution{Key: key, Reason: ReasonError, ErrorCode: ErrorFlagNotFound, ErrorMessage: msgFlagNotFound}, false
+	}
+	if f.typ != want {
+		return Resolution{Key: key, Reason: ReasonError, ErrorCode: ErrorTypeMismatch,
+			ErrorMessage: typeMismatch(f.typ, want), Metadata: f.meta}, false
+	}
+	var r Resolution
+	if f.rule == nil || f.state == Disabled {
+		r = f.fixed
+	} else {
+		r = f.evaluate(s, ctx)
+	}
+	return r, r.Value != nil
+}
+
+func typeMismatch(have, want ValueType) string {
+	return "flag is of type " + string(have) + ", not " + string(want)
+}
 
 // Boolean resolves a boolean flag, returning def with the resolution when the
 // code default applies or on any error (TYPE_MISMATCH for a non-boolean flag).
 func (s *Set) Boolean(key string, def bool, ctx map[string]any) (bool, Resolution) {
-	return def, Resolution{}
+	r, ok := s.typed(key, TypeBoolean, ctx)
+	if !ok {
+		return def, r
+	}
+	return r.Value.(bool), r
 }
 
 // String resolves a string flag (see [Set.Boolean] for the contract).
 func (s *Set) String(key string, def string, ctx map[string]any) (string, Resolution) {
-	return def, Resolution{}
+	r, ok := s.typed(key, TypeString, ctx)
+	if !ok {
+		return def, r
+	}
+	return r.Value.(string), r
 }
 
-// Int resolves an integer flag; a float value is accepted only when lossless.
+// Int resolves an integer flag; a float value is accepted only when lossless
+// (10.0 is 10; 3.14 gives TYPE_MISMATCH with def).
 func (s *Set) Int(key string, def int64, ctx map[string]any) (int64, Resolution) {
-	return def, Resolution{}
+	r, ok := s.typed(key, TypeNumber, ctx)
+	if !ok {
+		return def, r
+	}
+	f := r.Value.(float64)
+	if f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
+		return def, Resolution{Key: key, Variant: r.Variant, Reason: ReasonError, ErrorCode: ErrorTypeMismatch,
+			ErrorMessage: "value " + strconv.FormatFloat(f, 'g', -1, 64) + " is not an integer", Metadata: r.Metadata}
+	}
+	return int64(f), r
 }
 
 // Float resolves a number flag (see [Set.Boolean] for the contract).
 func (s *Set) Float(key string, def float64, ctx map[string]any) (float64, Resolution) {
-	return def, Resolution{}
+	r, ok := s.typed(key, TypeNumber, ctx)
+	if !ok {
+		return def, r
+	}
+	return r.Value.(float64), r
 }
 
-// Object resolves an object flag (see [Set.Boolean] for the contract).
+// Object resolves an object flag (see [Set.Boolean] for the contract). The
+// returned map is shared by every caller: do not modify it.
 func (s *Set) Object(key string, def any, ctx map[string]any) (any, Resolution) {
-	return def, Resolution{}
+	r, ok := s.typed(key, TypeObject, ctx)
+	if !ok {
+		return def, r
+	}
+	return r.Value, r
+}
+
+// set checks the flags read by b and compiles them into a Set.
+func (b *builder) set() (*Set, error) {
+	c := newCompiler(b.evaluators, &b.ps)
+	// Every evaluator must compile on its own, even if nothing uses it.
+	for _, name := range sortedKeys(b.evaluators) {
+		c.checkEvaluator(name)
+	}
+	s := &Set{
+		flags:    make(map[string]*flag, len(b.flagNodes)),
+		keys:     make([]string, 0, len(b.flagNodes)),
+		metadata: b.doc.Metadata,
+		now:      time.Now,
+	}
+	for i := range b.flagNodes {
+		if f := b.compileFlag(&b.flagNodes[i], c); f != nil {
+			s.flags[f.key] = f
+			s.keys = append(s.keys, f.key)
+		}
+	}
+	if err := b.ps.err(); err != nil {
+		return nil, err
+	}
+	slices.Sort(s.keys)
+	s.doc = b.doc
+	canon, err := json.Marshal(b.doc)
+	if err != nil { // cannot happen: every value came from JSON
+		return nil, &ValidationError{Problems: []Problem{{Path: "(root)", Message: err.Error()}}}
+	}
+	sum := sha256.Sum256(canon)
+	s.hash = hex.EncodeToString(sum[:])
+	return s, nil
+}
+
+func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
+	fd := src.flag
+	path := src.path
+	f := &flag{key: src.key, state: fd.State, def: -1}
+	ok := true
+	switch fd.State {
+	case Enabled, Disabled:
+	case "":
+		if !src.bad {
+			b.ps.add(joinPath(path, "state"), "required (ENABLED or DISABLED)")
+		}
+		ok = false
+	default:
+		b.ps.add(joinPath(path, "state"), "unknown state %q (want ENABLED or DISABLED)", string(fd.State))
+		ok = false
+	}
+
+	vpath := joinPath(path, "variants")
+	if src.variants == nil {
+		if !src.bad {
+			b.ps.add(vpath, "required (at least one variant)")
+		}
+		return nil
+	}
+	vn := src.variants
+	if len(vn.keys) == 0 {
+		b.ps.add(vpath, "must have at least one variant")
+		return nil
+	}
+	names := slices.Clone(vn.keys)
+	slices.Sort(names)
+	f.byName = make(map[string]int32, len(names))
+	kinds := map[ValueType][]string{}
+	for _, name := range names {
+		v := vn.get(name)
+		vp := joinPath(vpath, name)
+		if name == "" {
+			b.ps.add(vp, "a variant needs a non-empty name")
+			ok = false
+			continue
+		}
+		var t ValueType
+		switch v.kind {
+		case nBool:
+			t = TypeBoolean
+		case nNum:
+			t = TypeNumber
+		case nStr:
+			t = TypeString
+		case nObj:
+			t = TypeObject
+		default:
+			b.ps.add(vp, "a variant value must be a boolean, number, string or object, got %s", v.kind)
+			ok = false
+			continue
+		}
+		kinds[t] = append(kinds[t], name)
+		f.byName[name] = int32(len(f.variants))
+		val := fd.Variants[name]
+		f.variants = append(f.variants, variant{name: name, value: val, num: v.num})
+		f.typ = t
+	}
+	if len(kinds) > 1 {
+		var parts []string
+		for _, t := range []ValueType{TypeBoolean, TypeNumber, TypeString, TypeObject} {
+			if ns := kinds[t]; len(ns) > 0 {
+				parts = append(parts, string(t)+" ("+strings.Join(ns, ", ")+")")
+			}
+		}
+		b.ps.add(vpath, "all variants must have the same type, got %s", strings.Join(parts, ", "))
+		ok = false
+	}
+
+	if fd.DefaultVariant != nil {
+		name := *fd.DefaultVariant
+		if i, found := f.byName[name]; found {
+			f.def = i
+		} else {
+			b.ps.add(joinPath(path, "defaultVariant"), "%q is not a variant (have: %s)", name, strings.Join(names, ", "))
+			ok = false
+		}
+	}
+
+	if src.targeting != nil {
+		r := c.compileRule(src.targeting, joinPath(path, "targeting"))
+		if r == nil {
+			ok = false
+		}
+		f.rule = r
+	}
+	if !ok {
+		return nil
+	}
+
+	// Flag metadata wins over flag-set metadata.
+	switch {
+	case len(b.doc.Metadata) == 0:
+		f.meta = fd.Metadata
+	case len(fd.Metadata) == 0:
+		f.meta = b.doc.Metadata
+	default:
+		f.meta = maps.Clone(b.doc.Metadata)
+		maps.Copy(f.meta, fd.Metadata)
+	}
+	f.info = FlagInfo{
+		Key:      f.key,
+		State:    f.state,
+		Type:     f.typ,
+		Static:   f.rule == nil || f.state == Disabled,
+		Variants: names,
+		Metadata: f.meta,
+	}
+	if f.def >= 0 {
+		f.info.DefaultVariant = f.variants[f.def].name
+	}
+	switch {
+	case f.state == Disabled:
+		f.fixed = Resolution{Key: f.key, Reason: ReasonDisabled, Metadata: f.meta}
+	case f.def < 0:
+		f.fixed = Resolution{Key: f.key, Reason: ReasonDefault, Metadata: f.meta}
+	default:
+		vr := &f.variants[f.def]
+		f.fixed = Resolution{Key: f.key, Value: vr.value, Variant: vr.name, Reason: ReasonStatic, Metadata: f.meta}
+	}
+	return f
 }
