@@ -172,7 +172,7 @@ func (s *Set) Evaluate(key string, ctx map[string]any) Resolution {
 // evaluate runs f's targeting and maps the result to a resolution.
 func (f *flag) evaluate(s *Set, ctx map[string]any) Resolution {
 	e := env{ctx: ctx, flagKey: f.key, now: s.now, budget: workBudget}
-	v := f.rule.root(&e)
+	v := e.eval(f.rule.root)
 	if e.failed != "" {
 		return Resolution{Key: f.key, Reason: ReasonError, ErrorCode: ErrorGeneral, ErrorMessage: e.failed, Metadata: f.meta}
 	}
