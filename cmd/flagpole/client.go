@@ -68,8 +68,12 @@ func (a *app) client(cmd *cobra.Command, cf *clientFlags) (*client, error) {
 	if token == "" {
 		token = a.getenv(envToken)
 	}
+	token = strings.TrimSpace(token) // pasted keys often carry a line break
 	if token == "" {
 		return nil, usagef(cmd, "no API key: pass --token or set %s", envToken)
+	}
+	if strings.ContainsFunc(token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return nil, usagef(cmd, "the API key (--token or %s) contains spaces or line breaks; give only the key", envToken)
 	}
 	if cf.timeout <= 0 {
 		return nil, usagef(cmd, "--timeout %s: must be positive", cf.timeout)

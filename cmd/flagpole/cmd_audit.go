@@ -69,32 +69,17 @@ With -o json the output is one page: {"entries":[...],"next":"CURSOR"}, and
 			if cl.json {
 				return printJSON(a.stdout, all)
 			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "TIME\tVERSION\tACTOR\tACTION\tFLAGS\tREASON")
-			for _, e := range all.Entries {
-				keys := make([]string, 0, len(e.Changes))
-				for _, c := range e.Changes {
-					keys = append(keys, c.Key)
+			if changes {
+				a.printAuditChanges(all.Entries)
+			} else {
+				tw := newTable(a.stdout)
+				fmt.Fprintln(tw, "TIME\tVERSION\tACTOR\tACTION\tFLAGS\tREASON")
+				for _, e := range all.Entries {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", formatTime(e.Time), e.Version, e.Actor, e.Action, changedKeys(e, 3), orDash(e.Reason))
 				}
-				fl := strings.Join(keys, ",")
-				if fl == "" {
-					fl = "-"
+				if err := tw.Flush(); err != nil {
+					return err
 				}
-				reason := e.Reason
-				if reason == "" {
-					reason = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", formatTime(e.Time), e.Version, e.Actor, e.Action, fl, reason)
-				if changes {
-					for _, c := range e.Changes {
-						for _, d := range c.Diff {
-							fmt.Fprintf(tw, "\t\t  %s %s%s\t%s\t\t\n", c.Key, d.Op, d.Path, describeDiff(d))
-						}
-					}
-				}
-			}
-			if err := tw.Flush(); err != nil {
-				return err
 			}
 			if all.Next != "" {
 				_, err = fmt.Fprintf(a.stdout, "(more: --cursor %s)\n", all.Next)
@@ -109,6 +94,50 @@ With -o json the output is one page: {"entries":[...],"next":"CURSOR"}, and
 	cmd.Flags().BoolVar(&changes, "changes", false, "print each change's diff")
 	cmd.Flags().StringVarP(&env.name, "env", "e", "", "environment (default $"+envEnv+" or \"default\")")
 	return cmd
+}
+
+// printAuditChanges prints each entry as a heading followed by its diff.
+func (a *app) printAuditChanges(entries []flags.AuditEntry) {
+	for i, e := range entries {
+		if i > 0 {
+			fmt.Fprintln(a.stdout)
+		}
+		fmt.Fprintf(a.stdout, "%s  version %d  %s  %s\n", formatTime(e.Time), e.Version, e.Actor, e.Action)
+		if e.Reason != "" {
+			fmt.Fprintf(a.stdout, "  reason: %s\n", e.Reason)
+		}
+		for _, c := range e.Changes {
+			for _, d := range c.Diff {
+				where := c.Key
+				if d.Path != "" {
+					where += " " + d.Path
+				}
+				fmt.Fprintf(a.stdout, "  %s %s: %s\n", d.Op, where, describeDiff(d))
+			}
+		}
+	}
+}
+
+// changedKeys lists the flags an entry changed, at most max of them.
+func changedKeys(e flags.AuditEntry, max int) string {
+	if len(e.Changes) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, max)
+	for i, c := range e.Changes {
+		if i == max {
+			return strings.Join(keys, ",") + fmt.Sprintf(" +%d more", len(e.Changes)-max)
+		}
+		keys = append(keys, c.Key)
+	}
+	return strings.Join(keys, ",")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // describeDiff renders one diff operation's values compactly.

@@ -33,6 +33,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"extra argument", token, []string{"flags", "get", "a", "b"}, []string{`unexpected argument "b"`}},
 		{"bad output format", token, []string{"env", "list", "-o", "yaml"}, []string{`--output "yaml": must be table or json`}},
 		{"no token", nil, []string{"env", "list"}, []string{"no API key: pass --token or set FLAGPOLE_TOKEN"}},
+		{"token with a line break", map[string]string{envToken: "fp_admin_a\nexport"}, []string{"env", "list"}, []string{"contains spaces or line breaks"}},
 		{"bad url", token, []string{"env", "list", "--url", "ftp://example.com"}, []string{`--url "ftp://example.com": must be an http:// or https:// URL`}},
 		{"bad url from env", map[string]string{envToken: "t", envURL: "localhost:8080"}, []string{"flags", "list"}, []string{"--url", "FLAGPOLE_URL"}},
 		{"eval context not JSON", token, []string{"eval", "k", "--context", "{nope"}, []string{"--context: invalid JSON at line 1, column 2"}},
