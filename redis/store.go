@@ -11,6 +11,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 
 	"github.com/flagpole/flagpole/auth"
 	"github.com/flagpole/flagpole/flags"
@@ -76,8 +77,19 @@ func tune(uo *goredis.UniversalOptions) {
 	uo.WriteTimeout = 3 * time.Second
 	uo.PoolTimeout = 4 * time.Second
 	uo.ContextTimeoutEnabled = true
-	uo.MaxRetries = 2
+	// Fail fast when the server is down (a write answers 503 within a few
+	// hundred milliseconds) but ride over a single dropped connection. Retried
+	// writes are safe: every write script is idempotent.
+	uo.MaxRetries = 1
+	uo.MaxRetryBackoff = 100 * time.Millisecond
+	uo.DialerRetries = 1
+	uo.DialerRetryTimeout = 50 * time.Millisecond
+	// go-redis logs through a process-wide logger of its own; the store
+	// reports connection state through its injected logger instead.
+	quietOnce.Do(func() { goredis.SetLogger(&logging.VoidLogger{}) })
 }
+
+var quietOnce sync.Once
 
 func newStore(ctx context.Context, rdb goredis.UniversalClient, o Options) (*Store, error) {
 	prefix, err := checkPrefix(o.Prefix)
