@@ -222,7 +222,7 @@ func (s *Server) createEnvironment(rc *reqCtx, k auth.Key) error {
 	if t := strings.TrimSpace(string(in.Flags)); t != "" && t != "null" {
 		d, err := parseDocument(in.Flags, "flags")
 		if err != nil {
-			return err
+			return underField(err, "flags")
 		}
 		doc = d
 	}
@@ -233,15 +233,15 @@ func (s *Server) createEnvironment(rc *reqCtx, k auth.Key) error {
 	o.IfMatch = 0
 	snap, err := s.svc.CreateEnvironment(rc.Request().Context(), in.Name, doc, o)
 	if err != nil {
-		return err
+		return underField(err, "flags")
 	}
 	s.applyWrite(snap)
 	rc.Response().Header().Set("Location", "/api/v1/environments/"+url.PathEscape(in.Name))
 	return s.writeJSON(rc, http.StatusCreated, snap.ETag(), envInfo{Name: snap.Env, Version: snap.Version, UpdatedAt: snap.UpdatedAt})
 }
 
-// parseDocument parses a flagd document; field prefixes problem paths.
-// Structural problems are 422 with the list; anything else is a 400.
+// parseDocument parses a flagd document. Structural problems are a 422
+// listing them (a *flags.ValidationError); anything else is a 400.
 func parseDocument(data []byte, field string) (*flags.Document, error) {
 	doc, err := flags.Parse(data)
 	if err == nil {
@@ -249,22 +249,26 @@ func parseDocument(data []byte, field string) (*flags.Document, error) {
 	}
 	var ve *flags.ValidationError
 	if errors.As(err, &ve) {
-		if field != "" {
-			probs := make([]flags.Problem, len(ve.Problems))
-			for i, p := range ve.Problems {
-				probs[i] = flags.Problem{Path: field + "." + p.Path, Message: p.Message}
-				if p.Path == "" || p.Path == "(root)" {
-					probs[i].Path = field
-				}
-			}
-			return nil, &flags.ValidationError{Problems: probs}
-		}
 		return nil, err
 	}
-	if field == "" {
-		field = "body"
-	}
 	return nil, badRequest(field, err.Error())
+}
+
+// underField prefixes the problem paths of a *flags.ValidationError with
+// the request member that held the flag set.
+func underField(err error, field string) error {
+	var ve *flags.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	probs := make([]flags.Problem, len(ve.Problems))
+	for i, p := range ve.Problems {
+		probs[i] = flags.Problem{Path: field + "." + p.Path, Message: p.Message}
+		if p.Path == "" || p.Path == "(root)" {
+			probs[i].Path = field
+		}
+	}
+	return &flags.ValidationError{Problems: probs}
 }
 
 func (s *Server) getEnvironment(rc *reqCtx, k auth.Key) error {
@@ -656,7 +660,7 @@ func (s *Server) importFlagset(rc *reqCtx, k auth.Key) error {
 	if strings.TrimSpace(string(data)) == "" {
 		return badRequest("body", "a flag set document is required")
 	}
-	doc, err := parseDocument(data, "")
+	doc, err := parseDocument(data, "body")
 	if err != nil {
 		return err
 	}
