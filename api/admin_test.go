@@ -462,7 +462,6 @@ func TestFailStatic(t *testing.T) {
 	})
 }
 
-
 func TestIfMatch(t *testing.T) {
 	h := newHarness(t)
 	h.createEnv("default", `{"flags":{"f":`+boolFlag+`}}`)
