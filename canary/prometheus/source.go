@@ -148,7 +148,10 @@ func New(cfg Config) (*Source, error) {
 	}
 	rt := cfg.Transport
 	if rt == nil {
-		rt = http.DefaultTransport.(*http.Transport).Clone()
+		rt = http.DefaultTransport
+		if t, ok := rt.(*http.Transport); ok {
+			rt = t.Clone()
+		}
 	}
 	if cfg.BearerToken != "" || cfg.BasicAuth != nil {
 		rt = &authTransport{next: rt, bearer: cfg.BearerToken, basic: cfg.BasicAuth}
@@ -169,8 +172,9 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // Instant evaluates query at the instant at (the zero time means "now" on the
-// Prometheus clock). A vector becomes one Element per series, a scalar one
-// Element with no labels; elements are sorted by labels. An empty result is an
+// Prometheus clock). A vector becomes one Element per series, with all its
+// labels (__name__ included when the result keeps it); a scalar becomes one
+// Element with empty Labels; elements are sorted by labels. An empty result is an
 // empty slice and no error. Errors are *QueryError wrapping canary.ErrSource;
 // a range vector, a string or native histograms in the result are
 // ReasonBadQuery.

@@ -54,7 +54,7 @@ func apiError(errorType, msg string) string {
 }
 
 // newTestSource serves f over httptest and returns a Source with fast retries.
-func newTestSource(t *testing.T, f *fakeProm, cfg Config) *Source {
+func newTestSource(t testing.TB, f *fakeProm, cfg Config) *Source {
 	t.Helper()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)

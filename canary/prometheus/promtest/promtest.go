@@ -4,6 +4,10 @@
 // The server can be stopped and restarted on the same port with the same
 // data, to test what callers do while Prometheus is away.
 //
+// Prometheus hands new targets to its scrape manager in batches every five
+// seconds, so the first scrape of a target comes about 5s after Start or
+// SetTargets; WaitScrapes waits for it.
+//
 // The binary is $PROMETHEUS_BIN, else "prometheus" on PATH (`make deps`
 // installs the Debian package). When it is missing, Start fails the test if
 // the environment has CI=true and skips it otherwise.
@@ -45,7 +49,8 @@ type Target struct {
 	Job string
 	// MetricsPath is the path scraped; default "/metrics".
 	MetricsPath string
-	// Labels are added to every series scraped from this target.
+	// Labels are added to every series scraped from this target; "job" and
+	// "instance" are not allowed here (use Job; instance is Addr).
 	Labels map[string]string
 }
 
@@ -191,6 +196,9 @@ func validateTargets(targets []Target) error {
 		for name := range t.Labels {
 			if !model.LegacyValidation.IsValidLabelName(name) || strings.HasPrefix(name, "__") {
 				return fmt.Errorf("promtest: Targets[%d].Labels: %q is not a valid label name", i, name)
+			}
+			if name == model.JobLabel || name == model.InstanceLabel {
+				return fmt.Errorf("promtest: Targets[%d].Labels: %q is set by Job and Addr", i, name)
 			}
 		}
 	}

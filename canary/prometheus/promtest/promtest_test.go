@@ -29,6 +29,7 @@ func TestValidate(t *testing.T) {
 		{name: "relative metrics path", opts: Options{Targets: []Target{{Addr: "127.0.0.1:1", MetricsPath: "metrics"}}}, want: "Targets[0].MetricsPath"},
 		{name: "two paths in one job", opts: Options{Targets: []Target{{Addr: "127.0.0.1:1"}, {Addr: "127.0.0.1:2", MetricsPath: "/other"}}}, want: "Targets[1].MetricsPath"},
 		{name: "bad label name", opts: Options{Targets: []Target{{Addr: "127.0.0.1:1", Labels: map[string]string{"a-b": "x"}}}}, want: "Targets[0].Labels"},
+		{name: "job label", opts: Options{Targets: []Target{{Addr: "127.0.0.1:1", Labels: map[string]string{"job": "x"}}}}, want: "set by Job and Addr"},
 		{name: "reserved label name", opts: Options{Targets: []Target{{Addr: "127.0.0.1:1", Labels: map[string]string{"__address__": "x"}}}}, want: "Targets[0].Labels"},
 	}
 	for _, tc := range tests {
