@@ -1,0 +1,19 @@
+package canary
+
+import (
+	"math"
+	"time"
+)
+
+var inf = math.Inf(1)
+
+func ptr[T any](v T) *T { return &v }
+
+func pts(n int, level float64, seed int) []Point {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	out := make([]Point, n)
+	for i := range out {
+		out[i] = Point{T: t0.Add(time.Duration(i) * time.Minute), V: level * (1 + 0.05*math.Sin(float64(i+seed)*1.7))}
+	}
+	return out
+}
