@@ -25,7 +25,9 @@ import (
 //
 // KEYS: meta, log, flag set, then one per-flag index per changed flag.
 // ARGV: mode, expected version, doc, updatedAt, entry JSON, op token, audit
-// cap, channel, env, then the changed flag keys (matching KEYS[4..]).
+// cap, channel, env, clock (milliseconds, or "" to read the server's TIME;
+// the embedded store's journal replays with the clock recorded), then the
+// changed flag keys (matching KEYS[4..]).
 //
 // The op token makes the script idempotent: go-redis retries a command whose
 // reply was lost, and a retry of a write that was applied must succeed
@@ -53,8 +55,13 @@ else
   if cur ~= ARGV[2] then return {'conflict', cur} end
   v = tonumber(cur) + 1
 end
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ms
+if ARGV[10] ~= '' then
+  ms = tonumber(ARGV[10])
+else
+  local t = redis.call('TIME')
+  ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local last = tonumber(redis.call('HGET', meta, 'lastms') or '0')
 if ms < last then ms = last end
 local vs = string.format('%d', v)
@@ -71,7 +78,7 @@ if n > cap then
 end
 for i = 4, #KEYS do
   redis.call('ZADD', KEYS[i], vs, vs)
-  redis.call('SADD', KEYS[3], ARGV[i + 6])
+  redis.call('SADD', KEYS[3], ARGV[i + 7])
   if oldest then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. oldest) end
 end
 redis.call('PUBLISH', ARGV[8], vs .. ' ' .. ARGV[9])
@@ -136,8 +143,8 @@ func (s *Store) CreateEnvironment(ctx context.Context, name string, doc []byte, 
 	if err := checkEnv(name); err != nil {
 		return flags.Snapshot{}, err
 	}
-	err = s.write(func() error {
-		snap, err = s.runWrite(ctx, "create", name, 0, doc, entry)
+	err = s.write(func(fx *effects) error {
+		snap, err = s.runWrite(ctx, fx, "create", name, 0, doc, entry)
 		if err == nil || errors.Is(err, flags.ErrExists) {
 			// The index is a separate key (another Cluster slot); adding is
 			// idempotent, so a create that failed between the two steps is
@@ -145,6 +152,7 @@ func (s *Store) CreateEnvironment(ctx context.Context, name string, doc []byte, 
 			if ierr := s.rdb.SAdd(ctx, s.keys.environments(), name).Err(); ierr != nil {
 				return translate("create environment", ierr)
 			}
+			fx.command("SADD", s.keys.environments(), name)
 		}
 		return err
 	})
@@ -160,14 +168,14 @@ func (s *Store) Save(ctx context.Context, env string, expected int64, doc []byte
 	if err := checkEnv(env); err != nil {
 		return flags.Snapshot{}, err
 	}
-	err = s.write(func() error {
-		snap, err = s.runWrite(ctx, "save", env, expected, doc, entry)
+	err = s.write(func(fx *effects) error {
+		snap, err = s.runWrite(ctx, fx, "save", env, expected, doc, entry)
 		return err
 	})
 	return snap, err
 }
 
-func (s *Store) runWrite(ctx context.Context, mode, env string, expected int64, doc []byte, entry flags.AuditEntry) (flags.Snapshot, error) {
+func (s *Store) runWrite(ctx context.Context, fx *effects, mode, env string, expected int64, doc []byte, entry flags.AuditEntry) (flags.Snapshot, error) {
 	if s.closed.Load() {
 		return flags.Snapshot{}, errClosed
 	}
@@ -183,9 +191,9 @@ func (s *Store) runWrite(ctx context.Context, mode, env string, expected int64, 
 	changed := changedFlags(entry.Changes)
 	keys := make([]string, 0, 3+len(changed))
 	keys = append(keys, s.keys.meta(env), s.keys.log(env), s.keys.flagSet(env))
-	args := make([]any, 0, 9+len(changed))
+	args := make([]any, 0, 10+len(changed))
 	args = append(args, mode, strconv.FormatInt(expected, 10), doc, at.Format(time.RFC3339Nano), body,
-		newToken(), s.auditLimit, s.keys.changes(), env)
+		newToken(), s.auditLimit, s.keys.changes(), env, "")
 	for _, f := range changed {
 		keys = append(keys, s.keys.flagIndex(env, f))
 		args = append(args, f)
@@ -202,9 +210,12 @@ func (s *Store) runWrite(ctx context.Context, mode, env string, expected int64, 
 	case len(res) == 4 && res[0] == "ok":
 		v, verr := strconv.ParseInt(res[1], 10, 64)
 		t, terr := time.Parse(time.RFC3339Nano, res[2])
-		if verr != nil || terr != nil {
+		ms, _, _ := strings.Cut(res[3], "-")
+		if verr != nil || terr != nil || ms == "" {
 			return flags.Snapshot{}, fmt.Errorf("redis %s: malformed reply %q", op, res)
 		}
+		args[9] = ms // replaying the journal must reproduce the same entry ID
+		fx.script(writeScript, keys, args)
 		return flags.Snapshot{Env: env, Version: v, Document: slices.Clone(doc), UpdatedAt: t}, nil
 	case len(res) >= 1 && res[0] == "exists":
 		return flags.Snapshot{}, fmt.Errorf("environment %q: %w", env, flags.ErrExists)
@@ -246,15 +257,20 @@ func (s *Store) DeleteEnvironment(ctx context.Context, name string) (err error) 
 	if s.closed.Load() {
 		return errClosed
 	}
-	return s.write(func() error {
-		n, err := deleteScript.Run(ctx, s.rdb, []string{s.keys.meta(name), s.keys.log(name), s.keys.flagSet(name)},
-			s.keys.flagIndexPrefix(name), s.keys.changes(), name).Int()
+	return s.write(func(fx *effects) error {
+		keys := []string{s.keys.meta(name), s.keys.log(name), s.keys.flagSet(name)}
+		args := []any{s.keys.flagIndexPrefix(name), s.keys.changes(), name}
+		n, err := deleteScript.Run(ctx, s.rdb, keys, args...).Int()
 		if err != nil {
 			return translate("delete environment", err)
+		}
+		if n == 1 {
+			fx.script(deleteScript, keys, args)
 		}
 		if ierr := s.rdb.SRem(ctx, s.keys.environments(), name).Err(); ierr != nil {
 			return translate("delete environment", ierr)
 		}
+		fx.command("SREM", s.keys.environments(), name)
 		if n == 0 {
 			return fmt.Errorf("environment %q: %w", name, flags.ErrNotFound)
 		}
@@ -446,11 +462,11 @@ func decodeEntry(env, member string) (flags.AuditEntry, error) {
 	return flags.AuditEntry{ID: id, Env: env, Version: v, Time: se.Time, Actor: se.Actor, Action: se.Action, Reason: se.Reason, Changes: se.Changes}, nil
 }
 
-// write runs a mutating operation; for an embedded store it also makes the
-// result durable before returning.
-func (s *Store) write(fn func() error) error {
+// write runs a mutating operation; fn reports each change it made to fx.
+// For an embedded store the changes are durable before write returns.
+func (s *Store) write(fn func(fx *effects) error) error {
 	if s.emb == nil {
-		return fn()
+		return fn(nil)
 	}
 	return s.emb.write(fn)
 }

@@ -116,7 +116,7 @@ func TestWriteIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := []string{s.keys.meta("dev"), s.keys.log("dev"), s.keys.flagSet("dev")}
-	args := []any{"save", "1", `{"flags":{}}`, time.Now().UTC().Format(time.RFC3339Nano), `{}`, "token-1", 100, s.keys.changes(), "dev"}
+	args := []any{"save", "1", `{"flags":{}}`, time.Now().UTC().Format(time.RFC3339Nano), `{}`, "token-1", 100, s.keys.changes(), "dev", ""}
 	first, err := writeScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 	if err != nil {
 		t.Fatal(err)

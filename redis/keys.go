@@ -91,18 +91,22 @@ func (s *Store) CreateKey(ctx context.Context, k auth.Key) (err error) {
 	if err != nil {
 		return fmt.Errorf("encoding key %q: %v", k.ID, err)
 	}
-	return s.write(func() error {
-		n, err := createKeyScript.Run(ctx, s.rdb, []string{s.keys.keysByID(), s.keys.keysByHash()}, k.ID, k.Hash, body).Int()
+	return s.write(func(fx *effects) error {
+		keys, args := []string{s.keys.keysByID(), s.keys.keysByHash()}, []any{k.ID, k.Hash, body}
+		n, err := createKeyScript.Run(ctx, s.rdb, keys, args...).Int()
 		if err != nil {
 			return translate("create key", err)
 		}
 		if n == 0 {
 			return fmt.Errorf("key %q: %w", k.ID, auth.ErrExists)
 		}
+		fx.script(createKeyScript, keys, args)
 		if k.RevokedAt != nil {
-			if err := s.rdb.HSetNX(ctx, s.keys.keysRevoked(), k.ID, k.RevokedAt.UTC().Format(time.RFC3339Nano)).Err(); err != nil {
+			at := k.RevokedAt.UTC().Format(time.RFC3339Nano)
+			if err := s.rdb.HSetNX(ctx, s.keys.keysRevoked(), k.ID, at).Err(); err != nil {
 				return translate("create key", err)
 			}
+			fx.command("HSETNX", s.keys.keysRevoked(), k.ID, at)
 		}
 		return nil
 	})
@@ -177,14 +181,16 @@ func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time) (err err
 	if s.closed.Load() {
 		return errClosed
 	}
-	return s.write(func() error {
-		n, err := revokeKeyScript.Run(ctx, s.rdb, []string{s.keys.keysByID(), s.keys.keysRevoked()}, id, at.UTC().Format(time.RFC3339Nano)).Int()
+	return s.write(func(fx *effects) error {
+		keys, args := []string{s.keys.keysByID(), s.keys.keysRevoked()}, []any{id, at.UTC().Format(time.RFC3339Nano)}
+		n, err := revokeKeyScript.Run(ctx, s.rdb, keys, args...).Int()
 		if err != nil {
 			return translate("revoke key", err)
 		}
 		if n == 0 {
 			return fmt.Errorf("key %q: %w", id, auth.ErrNotFound)
 		}
+		fx.script(revokeKeyScript, keys, args)
 		return nil
 	})
 }

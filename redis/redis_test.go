@@ -344,12 +344,14 @@ func TestEmbeddedPersistence(t *testing.T) {
 	// Acknowledged means on disk: a copy of the file taken now, before Close,
 	// already holds the last write.
 	copyDir := t.TempDir()
-	data, err := os.ReadFile(filepath.Join(dir, redis.DataFile))
-	if err != nil {
-		t.Fatalf("the data file is not on disk after acknowledged writes: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(copyDir, redis.DataFile), data, 0o600); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{redis.DataFile, redis.JournalFile} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%s is not on disk after acknowledged writes: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(copyDir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -590,4 +592,136 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestEmbeddedJournal(t *testing.T) {
+	ctx := t.Context()
+	// fill writes n saves of a ~9 KB document to env dev, starting at version from.
+	fill := func(t *testing.T, s *redis.Store, from int64, n int) {
+		t.Helper()
+		var names []string
+		for i := range 100 {
+			names = append(names, fmt.Sprintf("flag-with-a-longish-name-%03d", i))
+		}
+		big := docOf(names...)
+		for v := from; v < from+int64(n); v++ {
+			if _, err := s.Save(ctx, "dev", v, big, change("flag.update", fmt.Sprint("f", v))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	open := func(t *testing.T, dir string) *redis.Store {
+		t.Helper()
+		s, err := redis.OpenEmbedded(ctx, dir, redis.Options{})
+		if err != nil {
+			t.Fatalf("OpenEmbedded: %v", err)
+		}
+		return s
+	}
+	size := func(t *testing.T, path string) int64 {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+
+	t.Run("compacts and replays", func(t *testing.T) {
+		dir := t.TempDir()
+		s := open(t, dir)
+		if _, err := s.CreateEnvironment(ctx, "dev", docOf(), change("environment.create")); err != nil {
+			t.Fatal(err)
+		}
+		fill(t, s, 1, 150) // well over 1 MiB of journal: at least one compaction
+		if j := size(t, filepath.Join(dir, redis.JournalFile)); j >= 1<<20 {
+			t.Errorf("journal is %d bytes after 150 large writes; want it compacted below 1 MiB", j)
+		}
+		if d := size(t, filepath.Join(dir, redis.DataFile)); d < 9000 {
+			t.Errorf("snapshot is %d bytes; want it rewritten by compaction, holding the 9 KB document", d)
+		}
+		// Simulate a crash: copy the files while the store is open.
+		crash := t.TempDir()
+		for _, name := range []string{redis.DataFile, redis.JournalFile} {
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(crash, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		r := open(t, crash)
+		defer r.Close()
+		snap, err := r.Snapshot(ctx, "dev")
+		if err != nil || snap.Version != 151 {
+			t.Fatalf("after a crash: dev = v%d, %v; want v151", snap.Version, err)
+		}
+		page, err := r.Audit(ctx, "dev", flags.AuditQuery{Limit: 500})
+		if err != nil || len(page.Entries) != 151 {
+			t.Errorf("after a crash: %d audit entries, %v; want 151", len(page.Entries), err)
+		}
+		fill(t, r, 151, 3)
+	})
+
+	t.Run("drops a torn last record", func(t *testing.T) {
+		dir := t.TempDir()
+		s := open(t, dir)
+		if _, err := s.CreateEnvironment(ctx, "dev", docOf(), change("environment.create")); err != nil {
+			t.Fatal(err)
+		}
+		fill(t, s, 1, 2)
+		crash := t.TempDir()
+		for _, name := range []string{redis.DataFile, redis.JournalFile} {
+			b, _ := os.ReadFile(filepath.Join(dir, name))
+			if name == redis.JournalFile {
+				b = append(b, []byte(`{"seq":99,"script":"wri`)...) // a write cut short
+			}
+			if err := os.WriteFile(filepath.Join(crash, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		r := open(t, crash)
+		defer r.Close()
+		if snap, err := r.Snapshot(ctx, "dev"); err != nil || snap.Version != 3 {
+			t.Errorf("dev = v%d, %v; want v3 (the torn record dropped)", snap.Version, err)
+		}
+	})
+
+	t.Run("refuses a damaged record", func(t *testing.T) {
+		dir := t.TempDir()
+		s := open(t, dir)
+		if _, err := s.CreateEnvironment(ctx, "dev", docOf(), change("environment.create")); err != nil {
+			t.Fatal(err)
+		}
+		fill(t, s, 1, 2)
+		crash := t.TempDir()
+		for _, name := range []string{redis.DataFile, redis.JournalFile} {
+			b, _ := os.ReadFile(filepath.Join(dir, name))
+			if name == redis.JournalFile {
+				b = append([]byte("garbage\n"), b...)
+			}
+			if err := os.WriteFile(filepath.Join(crash, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		if r, err := redis.OpenEmbedded(ctx, crash, redis.Options{}); err == nil {
+			r.Close()
+			t.Error("OpenEmbedded replayed a damaged journal")
+		}
+	})
+
+	t.Run("one process per directory", func(t *testing.T) {
+		dir := t.TempDir()
+		s := open(t, dir)
+		if r, err := redis.OpenEmbedded(ctx, dir, redis.Options{}); err == nil {
+			r.Close()
+			t.Fatal("a second store opened a data directory in use")
+		}
+		s.Close()
+		open(t, dir).Close() // free again after Close
+	})
 }
