@@ -101,6 +101,7 @@ func (s *setup) ensureAdmin(ctx context.Context) error {
 	}
 	for _, k := range keys {
 		if k.CanAdmin() {
+			s.log.Info("admin keys exist; to add one whose secret you choose, start with " + envAdminKey + " set")
 			return nil
 		}
 	}

@@ -239,6 +239,9 @@ flags:
 		{name: "an unknown key is refused", args: args("flags", "list", "--token", "fp_admin_made_up"), code: 1, stderr: []string{"HTTP 401"}},
 		{name: "flags and URL on the command line", args: func() []string { return []string{"env", "list", "--url", srv.url + "/", "--token", srv.admin} }, env: func() map[string]string { return nil }, stdout: []string{"staging"}},
 		{name: "unknown environment", args: args("flags", "list", "-e", "nowhere"), code: 1, stderr: []string{"HTTP 404"}},
+		{name: "create an environment from a file", args: args("env", "create", "preview", "--file", importFile), stdout: []string{"environment preview created (version 1)"}},
+		{name: "it holds the file's flags", args: args("flags", "list", "-e", "preview"), stdout: []string{"dark-mode", "greeting  ENABLED  string  formal"}},
+		{name: "create an environment from an invalid file", args: args("env", "create", "broken", "--file", invalidFile), code: 1, stderr: []string{"HTTP 422", "flags.broken.defaultVariant"}},
 		{name: "FLAGPOLE_ENV picks the environment", args: args("flags", "list"), env: func() map[string]string {
 			return map[string]string{envURL: srv.url, envToken: srv.admin, envEnv: "staging"}
 		}, stdout: []string{"greeting"}},

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -137,8 +138,8 @@ func TestEmbeddedStoreKeepsEverything(t *testing.T) {
 	first.cli(admin, "flags", "disable", "payments-kill-switch", "--reason", "drill").expect(t, 0, nil, nil)
 	before := first.cli(admin, "flags", "export", "-", "-e", "default")
 	before.expect(t, 0, nil, nil)
-	if code := first.stop(); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	if code := first.stopWith(os.Interrupt); code != 0 {
+		t.Fatalf("exit code %d after SIGINT, want 0", code)
 	}
 
 	second := startServe(t, nil, "--data-dir", dataDir)
@@ -163,5 +164,30 @@ func TestEmbeddedStoreKeepsEverything(t *testing.T) {
 	if len(page.Entries) != 2 || page.Entries[0].Reason != "drill" || page.Entries[1].Actor != gitopsActor || page.Entries[1].Action != "environment.create" {
 		b, _ := json.Marshal(page.Entries)
 		t.Errorf("audit of default after the restart: %.600s\nwant the drill, then the creation by %s", b, gitopsActor)
+	}
+}
+
+// TestStartWithRedisDown starts the server while Redis is down: it serves
+// /healthz at once, is not ready, and when Redis comes up it loads, creates
+// the bootstrap admin key and seeds the flag file by itself.
+func TestStartWithRedisDown(t *testing.T) {
+	rs := redistest.Start(t)
+	rs.Stop()
+	file := writeTemp(t, t.TempDir(), "flags.yaml", flagFile("red"))
+	srv := startServe(t, []string{envAdminKey + "=" + testAdminKey}, "--redis", rs.URL(), "--flags", file, "--env", "prod")
+	if status, _ := httpDo(t, http.MethodGet, srv.url+"/healthz", "", ""); status != http.StatusOK {
+		t.Errorf("/healthz with Redis down: %d, want 200", status)
+	}
+	if status, _ := httpDo(t, http.MethodGet, srv.url+"/readyz", "", ""); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before anything was loaded: %d, want 503", status)
+	}
+	rs.Restart()
+	srv.waitReady()
+	eventually(t, 30*time.Second, "the flag file was not seeded after Redis came up", func() bool {
+		status, v := evalValue(t, srv.url, testAdminKey, "banner?env=prod", `{}`)
+		return status == http.StatusOK && v == `"#f00"`
+	})
+	if _, ok := srv.logLine("cannot check the admin key yet; will retry"); !ok {
+		t.Error("no log line says the admin key check is retried")
 	}
 }

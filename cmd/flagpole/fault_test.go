@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -257,7 +258,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // the request's headers and first bytes reach the server
 
-	if err := srv.cmd.Process.Signal(os.Interrupt); err != nil {
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the server did not start shutting down", func() bool {

@@ -158,7 +158,13 @@ func (p *proc) waitReady() {
 // stop sends SIGTERM and waits for the process to exit; it returns the exit code.
 func (p *proc) stop() int {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	return p.stopWith(syscall.SIGTERM)
+}
+
+// stopWith sends sig and waits for the process to exit; it returns the exit code.
+func (p *proc) stopWith(sig os.Signal) int {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
 		p.t.Fatal(err)
 	}
 	select {

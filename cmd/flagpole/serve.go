@@ -258,7 +258,10 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		}
 		setup.seeder = newSeeder(o.flagsFile, o.env, svc, log, gm)
 	}
-	if !setup.once(runCtx) {
+	firstTry, cancelFirstTry := context.WithTimeout(runCtx, 3*time.Second)
+	done := setup.once(firstTry)
+	cancelFirstTry()
+	if !done {
 		wg.Go(func() { setup.retry(runCtx) })
 	}
 	if o.watch {
