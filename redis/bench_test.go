@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/flagpole/flagpole/flags"
 	"github.com/flagpole/flagpole/redis"
 	"github.com/flagpole/flagpole/redis/redistest"
@@ -40,6 +42,20 @@ func benchStores(b *testing.B) map[string]func(b *testing.B) *redis.Store {
 			b.Cleanup(func() { _ = s.Close() })
 			return s
 		},
+		"redis-server-everysec": func(b *testing.B) *redis.Store {
+			srv := redistest.Start(b)
+			c := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+			defer c.Close()
+			if err := c.ConfigSet(b.Context(), "appendfsync", "everysec").Err(); err != nil {
+				b.Fatal(err)
+			}
+			s, err := redis.Open(b.Context(), redis.Options{URL: srv.URL(), Prefix: "bench:"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = s.Close() })
+			return s
+		},
 		"embedded": func(b *testing.B) *redis.Store {
 			s, err := redis.OpenEmbedded(b.Context(), b.TempDir(), redis.Options{})
 			if err != nil {
@@ -52,9 +68,11 @@ func benchStores(b *testing.B) map[string]func(b *testing.B) *redis.Store {
 }
 
 // BenchmarkSave measures one versioned write of a 100-flag set with its
-// audit entry (one changed flag), including the round trip.
+// audit entry (one changed flag), including the round trip. redistest runs
+// Redis with appendfsync always, so "redis-server" includes an fsync per
+// write; "redis-server-everysec" shows the cost without it.
 func BenchmarkSave(b *testing.B) {
-	for _, name := range []string{"redis-server", "embedded"} {
+	for _, name := range []string{"redis-server", "redis-server-everysec", "embedded"} {
 		b.Run(name, func(b *testing.B) {
 			s := benchStores(b)[name](b)
 			doc := benchDoc()
