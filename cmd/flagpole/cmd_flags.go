@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -556,15 +557,12 @@ The file is replaced atomically.`,
 			}
 			data := r.body
 			if format == "json" {
-				var buf strings.Builder
-				var v json.RawMessage = data
-				b, err := json.MarshalIndent(v, "", "  ")
-				if err != nil {
+				var buf bytes.Buffer
+				if err := json.Indent(&buf, bytes.TrimSpace(data), "", "  "); err != nil {
 					return fmt.Errorf("the server sent invalid JSON: %w", err)
 				}
-				buf.Write(b)
 				buf.WriteByte('\n')
-				data = []byte(buf.String())
+				data = buf.Bytes()
 			}
 			if target == "-" {
 				_, err := a.stdout.Write(data)
