@@ -17,6 +17,11 @@
 // default DefaultAuditLimit (100,000) entries; older entries are dropped,
 // oldest first, as new ones arrive.
 //
+// OpenEmbedded runs miniredis in-process for single-node use without a Redis
+// server; its state is kept in a data directory as a snapshot plus an
+// fsynced journal, so nothing acknowledged is lost across a restart.
+// Production deployments use a real Redis through Open.
+//
 // Errors are translated once: missing data becomes flags.ErrNotFound (or
 // auth.ErrNotFound), and a server that cannot be reached, is loading, is
 // read-only or refuses the connection becomes a wrapped flags.ErrUnavailable.

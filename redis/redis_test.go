@@ -169,11 +169,26 @@ func TestServerErrors(t *testing.T) {
 }
 
 func TestAuditIDsAndCap(t *testing.T) {
-	s, err := redis.OpenEmbedded(t.Context(), t.TempDir(), redis.Options{AuditLimit: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	t.Run("embedded", func(t *testing.T) {
+		s, err := redis.OpenEmbedded(t.Context(), t.TempDir(), redis.Options{AuditLimit: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		testAuditIDsAndCap(t, s)
+	})
+	t.Run("redis-server", func(t *testing.T) {
+		srv := redistest.Start(t)
+		s, err := redis.Open(t.Context(), redis.Options{URL: srv.URL(), AuditLimit: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		testAuditIDsAndCap(t, s)
+	})
+}
+
+func testAuditIDsAndCap(t *testing.T, s *redis.Store) {
 	ctx := t.Context()
 	if _, err := s.CreateEnvironment(ctx, "dev", docOf(), change("environment.create")); err != nil {
 		t.Fatal(err)

@@ -119,7 +119,6 @@ func newStore(ctx context.Context, rdb goredis.UniversalClient, o Options) (*Sto
 	probeCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopProbe, s.probeDone = cancel, make(chan struct{})
 	s.up.Store(true) // assume up until the first probe says otherwise, so the first failure is logged
-	s.probe(probeCtx)
 	go s.probeLoop(probeCtx, every)
 	return s, nil
 }
@@ -128,6 +127,7 @@ func newStore(ctx context.Context, rdb goredis.UniversalClient, o Options) (*Sto
 // gauge and log current.
 func (s *Store) probeLoop(ctx context.Context, every time.Duration) {
 	defer close(s.probeDone)
+	s.probe(ctx) // at once, without holding up Open
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
