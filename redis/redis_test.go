@@ -246,7 +246,7 @@ func TestPrefixesIsolateStores(t *testing.T) {
 	defer cancel()
 	seen := make(chan flags.Change, 16)
 	go func() { _ = b.Subscribe(ctx, func(c flags.Change) { seen <- c }) }()
-	if c := <-seen; !c.Resync {
+	if c := recv(t, seen); !c.Resync {
 		t.Fatalf("first change %+v; want Resync", c)
 	}
 	if _, err := a.CreateEnvironment(ctx, "dev", docOf("x"), change("environment.create", "x")); err != nil {
@@ -262,7 +262,7 @@ func TestPrefixesIsolateStores(t *testing.T) {
 		t.Fatal(err)
 	}
 	// b's subscriber hears b's write and never a's.
-	if c := <-seen; c != (flags.Change{Env: "prod", Version: 1}) {
+	if c := recv(t, seen); c != (flags.Change{Env: "prod", Version: 1}) {
 		t.Errorf("b's subscriber got %+v; want only b's prod v1", c)
 	}
 }
@@ -273,7 +273,9 @@ func TestDeletePublishesVersionZero(t *testing.T) {
 	defer cancel()
 	seen := make(chan flags.Change, 16)
 	go func() { _ = s.Subscribe(ctx, func(c flags.Change) { seen <- c }) }()
-	<-seen // resync
+	if c := recv(t, seen); !c.Resync {
+		t.Fatalf("first change %+v; want Resync", c)
+	}
 	if _, err := s.CreateEnvironment(ctx, "dev", docOf(), change("environment.create")); err != nil {
 		t.Fatal(err)
 	}
@@ -281,13 +283,8 @@ func TestDeletePublishesVersionZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []flags.Change{{Env: "dev", Version: 1}, {Env: "dev", Version: 0}} {
-		select {
-		case got := <-seen:
-			if got != want {
-				t.Errorf("change %+v; want %+v", got, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no change; want %+v", want)
+		if got := recv(t, seen); got != want {
+			t.Errorf("change %+v; want %+v", got, want)
 		}
 	}
 }
@@ -739,4 +736,15 @@ func TestEmbeddedJournal(t *testing.T) {
 		s.Close()
 		open(t, dir).Close() // free again after Close
 	})
+}
+
+func recv(t *testing.T, ch <-chan flags.Change) flags.Change {
+	t.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change delivered within 10s")
+		return flags.Change{}
+	}
 }
