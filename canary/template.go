@@ -136,7 +136,7 @@ type Metric struct {
 	NoData NoDataPolicy `json:"noData,omitempty"`
 	// MinSamples is the least sample per arm before any decision: requests
 	// for ratio, observations for histogram, aligned points for series
-	// (defaults 100, 30 and 10).
+	// (defaults 100, 30 and 20).
 	MinSamples float64 `json:"minSamples,omitempty"`
 }
 
@@ -748,7 +748,7 @@ func (m *Metric) minSamples() float64 {
 	case KindHistogram:
 		return 30
 	case KindSeries:
-		return 10
+		return 20
 	}
 	return 1
 }
