@@ -6,7 +6,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/spaolacci/murmur3"
+	"github.com/flagpole/flagpole/flags"
 )
 
 // Vectors from flagd's conformance suite (open-feature/flagd-testbed,
@@ -50,6 +50,35 @@ func TestPickMatchesFlagdConformanceVectors(t *testing.T) {
 	for key, want := range map[string]uint64{"jon@company.com": 36, "user1": 76} {
 		if got := (uint64(bucketHash(key)) * 100) >> 32; got != want {
 			t.Errorf("bucket(%q) = %d, want %d", key, got, want)
+		}
+	}
+}
+
+// Published MurmurHash3_x86_32 test vectors (the set used by several
+// independent ports, checked against the reference C++ implementation).
+func TestMurmur3Vectors(t *testing.T) {
+	cases := []struct {
+		in   string
+		seed uint32
+		want uint32
+	}{
+		{"", 0, 0},
+		{"", 1, 0x514E28B7},
+		{"", 0xffffffff, 0x81F16F39},
+		{"\xff\xff\xff\xff", 0, 0x76293B50},
+		{"!Ce\x87", 0, 0xF55B516B},
+		{"!Ce\x87", 0x5082EDEE, 0x2362F9DE},
+		{"!Ce", 0, 0x7E4A8634},
+		{"!C", 0, 0xA0F7B07A},
+		{"!", 0, 0x72661CF4},
+		{"\x00\x00\x00\x00", 0, 0x2362F9DE},
+		{"aaaa", 0x9747b28c, 0x5A97808A},
+		{"Hello, world!", 0x9747b28c, 0x24884CBA},
+		{"The quick brown fox jumps over the lazy dog", 0x9747b28c, 0x2FA826CD},
+	}
+	for _, c := range cases {
+		if got := murmur3([]byte(c.in), c.seed); got != c.want {
+			t.Errorf("murmur3(%q, %#x) = %#x, want %#x", c.in, c.seed, got, c.want)
 		}
 	}
 }
@@ -173,7 +202,7 @@ func evalFlagd(t *testing.T, rule any, data map[string]any) any {
 				for _, b := range args[1:] {
 					total += uint64(b.([]any)[1].(float64))
 				}
-				bucket := (uint64(murmur3.Sum32([]byte(key))) * total) >> 32
+				bucket := (uint64(murmur3([]byte(key), 0)) * total) >> 32
 				var end uint64
 				for _, b := range args[1:] {
 					pair := b.([]any)
@@ -347,5 +376,44 @@ func TestAssignDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() { _ = e.Assign("user-123456") })
 	if allocs != 0 {
 		t.Errorf("Assign allocates %v times per call", allocs)
+	}
+}
+
+// TestTargetingOnTheFlagEngine compiles the generated rule with Flagpole's
+// own flagd engine and checks that it serves exactly what Assign predicts.
+func TestTargetingOnTheFlagEngine(t *testing.T) {
+	for _, traffic := range []float64{100, 37.5} {
+		t.Run(fmt.Sprint(traffic), func(t *testing.T) {
+			e := testExperiment()
+			e.Traffic = traffic
+			e.Treatments = []string{"on", "turbo"}
+			e.Weights = []int{2, 1, 1}
+			e.Defaults()
+			rule, err := e.Targeting()
+			if err != nil {
+				t.Fatal(err)
+			}
+			def := "off"
+			doc := &flags.Document{Flags: map[string]*flags.Flag{e.FlagKey: {
+				State:          flags.Enabled,
+				Variants:       map[string]any{"off": "old", "on": "new", "turbo": "newer"},
+				DefaultVariant: &def,
+				Targeting:      rule,
+			}}}
+			set, err := flags.Compile(doc)
+			if err != nil {
+				t.Fatalf("the flag engine rejects the targeting: %v", err)
+			}
+			for i := range 3000 {
+				key := fmt.Sprintf("account-%d", i)
+				res := set.Evaluate(e.FlagKey, map[string]any{"targetingKey": key})
+				if want := e.Assign(key).Variant; res.Variant != want {
+					t.Fatalf("%s: engine serves %q (%s %s), Assign says %q", key, res.Variant, res.Reason, res.ErrorMessage, want)
+				}
+			}
+			if res := set.Evaluate(e.FlagKey, map[string]any{}); res.Variant != "off" {
+				t.Errorf("no targeting key: engine serves %q (%s)", res.Variant, res.Reason)
+			}
+		})
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// close reports whether got is within tol relative (or absolute, for values near 0) of want.
+// near reports whether got is within tol of want, relative for |want| > 1 and absolute otherwise.
 func near(got, want, tol float64) bool {
 	if math.IsInf(want, 0) || math.IsNaN(want) {
 		return got == want || (math.IsNaN(got) && math.IsNaN(want))
@@ -151,7 +151,7 @@ func TestStudentT(t *testing.T) {
 // has P(X > x) = erfc(√(x/2)).
 func TestChiSquare(t *testing.T) {
 	quantiles := []struct {
-		name           string
+		name          string
 		x, df, wantSF float64
 	}{
 		{"95% df1", 3.841458820694124, 1, 0.05},

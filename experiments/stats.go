@@ -1,5 +1,7 @@
 package experiments
 
+import "math"
+
 // Stats are the sufficient statistics of one metric in one arm: enough to
 // compute means, variances and the delta-method variance of a ratio without
 // keeping a single raw event. x is a user's metric value (the numerator for
@@ -77,6 +79,21 @@ type Summary struct {
 // For a ratio R = x̄/ȳ the delta method gives
 // Var(R) ≈ (s²ₓ − 2R·sₓᵧ + R²·s²ᵧ) / (n·ȳ²).
 func (s Stats) Summarize(ratio bool) (sum Summary, ok bool) {
+	sum, ok = s.summarize(ratio)
+	if !ok || !isFinite(sum.Value) || !isFinite(sum.Variance) || !isFinite(sum.StdDev) {
+		// Corrupt or overflowing statistics give no estimate rather than NaN.
+		if !isFinite(sum.Value) || !isFinite(sum.StdDev) {
+			sum.Value, sum.StdDev = 0, 0
+		}
+		sum.Variance = 0
+		return sum, false
+	}
+	return sum, true
+}
+
+func isFinite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+func (s Stats) summarize(ratio bool) (sum Summary, ok bool) {
 	sum.Users = s.Users
 	if s.Users < 2 {
 		if s.Users == 1 && !ratio {
