@@ -203,10 +203,11 @@ func newHarnessOn(t testing.TB, raw *redis.Store, opts ...harnessOption) *harnes
 	return h
 }
 
-// waitFor polls cond (the server syncs in the background) for up to 5 s.
+// waitFor polls cond (the server syncs in the background) for up to 15 s
+// (generous: the machine is shared).
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
