@@ -499,6 +499,9 @@ func (an *analyzer) recommend(e *Experiment, res *Results, now time.Time) Recomm
 		return Recommendation{Action: ActionUnhealthy, Reason: "Unhealthy: " + res.Health.Problems[0]}
 	}
 
+	if len(an.arms) < 2 {
+		return Recommendation{Action: ActionKeepRunning, Reason: "Keep running: the experiment has no treatment to compare."}
+	}
 	calls := make([]treatmentCall, len(an.arms)-1)
 	for _, mr := range res.Metrics {
 		for j := range mr.Comparisons {

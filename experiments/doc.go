@@ -18,9 +18,9 @@
 //
 // # Assignment
 //
-// Users are bucketed with MurmurHash3 (x86, 32-bit, seed 0) of the
-// experiment's salt and the targeting key, mapped onto the weights as
-// flagd's fractional operation does. [Experiment.Targeting] produces the
+// Users are bucketed with MurmurHash3 (x86, 32-bit, seed 0, implemented in
+// this package) of the experiment's salt and the targeting key, mapped onto
+// the weights as flagd's fractional operation does (see [Experiment.Assign]). [Experiment.Targeting] produces the
 // flag's flagd targeting rule and [Experiment.Assign] recomputes it in Go, so
 // the exposure path can tell users in the experiment from the others.
 //

@@ -161,6 +161,7 @@ type Problem struct {
 	Message string `json:"problem"`
 }
 
+// String renders the problem as "path: message".
 func (p Problem) String() string { return p.Path + ": " + p.Message }
 
 // ValidationError lists every problem found in an experiment at once.
@@ -168,6 +169,7 @@ type ValidationError struct {
 	Problems []Problem
 }
 
+// Error lists every problem, separated by semicolons.
 func (e *ValidationError) Error() string {
 	if len(e.Problems) == 0 {
 		return "invalid experiment"

@@ -388,3 +388,49 @@ func TestMetricUserValue(t *testing.T) {
 		t.Errorf("conversion has a denominator %q", conv.DenominatorEvent())
 	}
 }
+
+// FuzzExperimentJSON feeds arbitrary JSON through the model: nothing may
+// panic, and a valid experiment's targeting must agree with Assign.
+func FuzzExperimentJSON(f *testing.F) {
+	seed, _ := json.Marshal(testExperiment())
+	f.Add(seed)
+	f.Add([]byte(`{"key":"k","flagKey":"f","control":"a","treatments":["b","c"],"weights":[1,2,3],"traffic":12.34,` +
+		`"metrics":[{"key":"m","kind":"ratio","role":"goal","numerator":{"event":"x","aggregate":"sum"},"denominator":{"event":"y","aggregate":"count"}}]}`))
+	f.Add([]byte(`{"key":"k","weights":[-1,0],"traffic":-3,"status":"stopped","decision":{"outcome":"ship","variant":"zzz"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var e Experiment
+		if json.Unmarshal(data, &e) != nil {
+			return
+		}
+		_ = e.Assign("someone")
+		_ = Analyze(&e, Observations{Users: map[string]int64{e.Control: 10}}, t1)
+		valid := e.Validate() == nil
+		raw, err := e.Targeting()
+		c := e.clone()
+		c.Defaults()
+		if (err == nil) != (c.Validate() == nil) {
+			t.Fatalf("Targeting error %v but Validate after defaults says %v", err, c.Validate())
+		}
+		if err == nil {
+			var rule any
+			if err := json.Unmarshal(raw, &rule); err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []string{"u1", "u2", "someone else"} {
+				if got, want := evalFlagd(t, rule, map[string]any{"targetingKey": key}), c.Assign(key).Variant; got != want {
+					t.Fatalf("%s: rule gives %v, Assign %q", key, got, want)
+				}
+			}
+		}
+		next := e.clone()
+		next.Traffic = 50
+		_ = e.Update(next, t1, true)
+		if valid && e.status() == StatusDraft {
+			if err := e.Start(t0); err != nil && !errors.Is(err, ErrInvalidTransition) {
+				if _, ok := err.(*ValidationError); !ok {
+					t.Fatalf("Start of a valid draft: %v", err)
+				}
+			}
+		}
+	})
+}

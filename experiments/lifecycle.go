@@ -27,6 +27,7 @@ type TransitionError struct {
 	Hint   string
 }
 
+// Error says which action the status refused and, when known, what to do instead.
 func (e *TransitionError) Error() string {
 	s := fmt.Sprintf("experiment %q is %s: cannot %s", e.Key, e.From, e.Action)
 	if e.Hint != "" {
@@ -44,6 +45,7 @@ type RestartRequiredError struct {
 	Fields []string
 }
 
+// Error names the refused fields and says that a restart would allow them.
 func (e *RestartRequiredError) Error() string {
 	return fmt.Sprintf("experiment %q is running: changing %s would bias its results; restart the experiment to change it (results start over)",
 		e.Key, strings.Join(e.Fields, ", "))
