@@ -180,7 +180,7 @@ func (c *compiler) compile(n *node, path string, depth int) *op {
 	if name == "sem_ver" {
 		o = c.compileSemVer(args, argPath)
 	} else {
-		o = &op{code: simpleOps[name], args: args}
+		o = fuse(&op{code: simpleOps[name], args: args})
 	}
 	if allConst && pure(o.code) {
 		// Fold: constant arguments give a constant result.
@@ -213,6 +213,31 @@ func (c *compiler) grow(path string, depth, ops int) bool {
 		return false
 	}
 	return true
+}
+
+// simpleVar reports whether o is {"var": "name"} for a one-segment name
+// without a default.
+func simpleVar(o *op) bool {
+	return o.code == opVar && o.key != "" && len(o.args) == 1
+}
+
+// fuse replaces common patterns by fused ops that skip a level of dispatch.
+func fuse(o *op) *op {
+	switch o.code {
+	case opIn:
+		if a, b := o.args[0], o.args[1]; a.code == opConst && a.c.k == kStr && simpleVar(b) {
+			return &op{code: opInConstVar, args: o.args, key: b.key, c: a.c}
+		}
+	case opEq, opStrictEq, opNe, opStrictNe:
+		a, b := o.args[0], o.args[1]
+		if simpleVar(b) && a.code == opConst {
+			a, b = b, a
+		}
+		if simpleVar(a) && b.code == opConst && (b.c.k != kArr && b.c.k != kObj) {
+			return &op{code: opCmpVarConst, sub: o.code, args: o.args, key: a.key, c: b.c}
+		}
+	}
+	return o
 }
 
 func describeArity(a arity) string {
@@ -309,6 +334,9 @@ func (c *compiler) compileVar(args []*node, argPath func(int) string, depth int)
 		o.path = strings.Split(toStr(k), ".")
 	default:
 		c.ps.add(argPath(0), "a variable name must be a string or number, got %s", k.kindName())
+	}
+	if len(o.path) == 1 && o.path[0] != "$flagd" {
+		o.key = o.path[0]
 	}
 	return o
 }

@@ -236,45 +236,56 @@ type semver struct {
 // zeros; build metadata is checked and then ignored.
 func parseSemver(s string) (semver, bool) {
 	var v semver
+	i := 0
 	if len(s) > 0 && (s[0] == 'v' || s[0] == 'V') {
-		s = s[1:]
+		i = 1
 	}
-	core, build, hasBuild := strings.Cut(s, "+")
-	if hasBuild && !validIdents(build, false) {
-		return v, false
-	}
-	core, pre, hasPre := strings.Cut(core, "-")
-	if hasPre && !validIdents(pre, true) {
-		return v, false
-	}
-	v.pre = pre
 	parts := 0
-	for core != "" || parts == 0 {
-		var part string
-		var more bool
-		part, core, more = strings.Cut(core, ".")
-		if !isNumericIdent(part) {
+	for {
+		j := i
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+		num := s[i:j]
+		if num == "" || len(num) > 1 && num[0] == '0' {
 			return v, false
 		}
 		switch parts {
 		case 0:
-			v.major = part
+			v.major = num
 		case 1:
-			v.minor = part
-		case 2:
-			v.patch = part
+			v.minor = num
 		default:
-			return v, false
+			v.patch = num
 		}
 		parts++
-		if more && core == "" {
-			return v, false // trailing dot
-		}
-		if !more {
+		i = j
+		if parts == 3 || i == len(s) || s[i] != '.' {
 			break
 		}
+		i++ // the dot; a number must follow
 	}
-	if parts < 3 && (hasPre || hasBuild) {
+	if i < len(s) && s[i] == '-' {
+		j := i + 1
+		for j < len(s) && s[j] != '+' {
+			j++
+		}
+		v.pre = s[i+1 : j]
+		if !validIdents(v.pre, true) {
+			return v, false
+		}
+		i = j
+	}
+	if i < len(s) && s[i] == '+' {
+		if !validIdents(s[i+1:], false) {
+			return v, false
+		}
+		i = len(s)
+		if parts < 3 {
+			return v, false
+		}
+	}
+	if i != len(s) || parts < 3 && v.pre != "" {
 		return v, false
 	}
 	if v.minor == "" {

@@ -79,16 +79,10 @@ func parseTree(data []byte) (*node, problems) {
 	}
 	if trimmed[0] == '{' || trimmed[0] == '[' {
 		root, err := parseJSONTree(trimmed, &ps, "")
-		if err == nil {
-			return root, ps
+		if err != nil {
+			return nil, problems{{Path: "(root)", Message: "invalid JSON: " + jsonErrorText(trimmed, err)}}
 		}
-		// Flow-style YAML also starts with '{'; give it a chance before
-		// reporting the JSON error.
-		var yps problems
-		if yroot, yerr := parseYAMLTree(trimmed, &yps); yerr == nil {
-			return yroot, yps
-		}
-		return nil, problems{{Path: "(root)", Message: "invalid JSON: " + jsonErrorText(trimmed, err)}}
+		return root, ps
 	}
 	root, err := parseYAMLTree(data, &ps)
 	if err != nil {

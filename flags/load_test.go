@@ -3,6 +3,7 @@ package flags
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -445,5 +446,32 @@ func TestYAMLOnOffAreStrings(t *testing.T) {
 	info, _ := s.Info("f")
 	if !slices.Equal(info.Variants, []string{"off", "on"}) || info.DefaultVariant != "on" {
 		t.Errorf("info = %+v", info)
+	}
+}
+
+func TestYAMLAliasBombIsRejected(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	b.WriteString("flags: {}\n")
+	_, err := Load([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "aliases expand to more than") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestYAMLAnchorsWithinLimits(t *testing.T) {
+	s := mustLoad(t, "flags:\n  a: &shared\n    state: ENABLED\n    variants: {on: true, off: false}\n    defaultVariant: \"off\"\n  b: *shared\n")
+	if !slices.Equal(s.Keys(), []string{"a", "b"}) {
+		t.Errorf("keys = %v", s.Keys())
+	}
+}
+
+func TestFlowStyleJSONErrorsAreNotReadAsYAML(t *testing.T) {
+	_, err := Load([]byte(`{"flags": {"a": {"state": "ENABLED", "variants": {"x": 1e400}}}}`))
+	if err == nil || !strings.Contains(err.Error(), "flags.a.variants.x: number 1e400 is out of range") {
+		t.Errorf("err = %v", err)
 	}
 }

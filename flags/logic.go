@@ -68,6 +68,10 @@ const (
 	opSemVer
 	opStartsWith
 	opEndsWith
+	// Fused forms of common patterns with a top-level variable and a
+	// constant; inside map/filter/... they fall back to the general form.
+	opInConstVar  // {"in": ["const", {"var": "key"}]}
+	opCmpVarConst // ==, ===, !=, !== between {"var": "key"} and a constant
 )
 
 // op is one compiled operation.
@@ -76,7 +80,9 @@ type op struct {
 	args []*op
 	c    value    // opConst
 	path []string // opVar with a constant path (nil: the whole data)
+	key  string   // opVar: path[0] when the path has one segment other than "$flagd"; fused ops: the variable
 	dyn  bool     // opVar whose path is computed
+	sub  opcode   // opCmpVarConst: the comparison
 	frac *fracSpec
 	sv   *semverSpec
 }
@@ -126,12 +132,24 @@ func (e *env) timestamp() float64 {
 	return e.ts
 }
 
-// eval evaluates o.
+// eval evaluates o. The operations flag rules use most are handled here;
+// the rest are in evalOther, which keeps this function's frame small.
 func (e *env) eval(o *op) value {
 	switch o.code {
 	case opConst:
 		return o.c
 	case opVar:
+		if o.key != "" && e.scope == nil && e.red == nil {
+			// A one-segment name at the top: a single map lookup.
+			a, ok := e.ctx[o.key]
+			if !ok {
+				if len(o.args) > 1 {
+					return e.eval(o.args[1])
+				}
+				return vNull
+			}
+			return fromAny(a)
+		}
 		return e.evalVar(o)
 	case opIf:
 		a := o.args
@@ -147,21 +165,14 @@ func (e *env) eval(o *op) value {
 		return vNull
 	case opEq:
 		return vBool(looseEq(e.eval(o.args[0]), e.eval(o.args[1])))
-	case opNe:
-		return vBool(!looseEq(e.eval(o.args[0]), e.eval(o.args[1])))
 	case opStrictEq:
 		return vBool(strictEq(e.eval(o.args[0]), e.eval(o.args[1])))
-	case opStrictNe:
-		return vBool(!strictEq(e.eval(o.args[0]), e.eval(o.args[1])))
 	case opNot:
 		return vBool(!truthy(e.eval(o.args[0])))
-	case opTruthy:
-		return vBool(truthy(e.eval(o.args[0])))
 	case opOr:
 		var v value
 		for _, a := range o.args {
-			v = e.eval(a)
-			if truthy(v) {
+			if v = e.eval(a); truthy(v) {
 				return v
 			}
 		}
@@ -169,12 +180,65 @@ func (e *env) eval(o *op) value {
 	case opAnd:
 		var v value
 		for _, a := range o.args {
-			v = e.eval(a)
-			if !truthy(v) {
+			if v = e.eval(a); !truthy(v) {
 				return v
 			}
 		}
 		return v
+	case opIn:
+		return vBool(e.evalIn(o))
+	case opInConstVar:
+		if e.scope != nil || e.red != nil {
+			return vBool(e.evalIn(o))
+		}
+		a, ok := e.ctx[o.key]
+		if !ok {
+			return vFalse
+		}
+		if hay, isStr := a.(string); isStr {
+			return vBool(strings.Contains(hay, o.c.s))
+		}
+		return vBool(e.inValue(o.c, fromAny(a)))
+	case opCmpVarConst:
+		if e.scope != nil || e.red != nil {
+			return e.evalOther(&op{code: o.sub, args: o.args})
+		}
+		var v value
+		if a, ok := e.ctx[o.key]; ok {
+			v = fromAny(a)
+		}
+		var r bool
+		switch o.sub {
+		case opEq, opNe:
+			r = looseEq(v, o.c)
+		default:
+			r = strictEq(v, o.c)
+		}
+		if o.sub == opNe || o.sub == opStrictNe {
+			r = !r
+		}
+		return vBool(r)
+	case opFractional:
+		return e.evalFractional(o.frac)
+	case opSemVer:
+		return e.evalSemVer(o)
+	}
+	return e.evalOther(o)
+}
+
+// evalOther evaluates the less common operations.
+func (e *env) evalOther(o *op) value {
+	switch o.code {
+	case opEq:
+		return vBool(looseEq(e.eval(o.args[0]), e.eval(o.args[1])))
+	case opStrictEq:
+		return vBool(strictEq(e.eval(o.args[0]), e.eval(o.args[1])))
+	case opNe:
+		return vBool(!looseEq(e.eval(o.args[0]), e.eval(o.args[1])))
+	case opStrictNe:
+		return vBool(!strictEq(e.eval(o.args[0]), e.eval(o.args[1])))
+	case opTruthy:
+		return vBool(truthy(e.eval(o.args[0])))
 	case opLt, opLe:
 		eq := o.code == opLe
 		a, b := e.eval(o.args[0]), e.eval(o.args[1])
@@ -191,6 +255,42 @@ func (e *env) eval(o *op) value {
 	case opGe:
 		a, b := e.eval(o.args[0]), e.eval(o.args[1])
 		return vBool(less(b, a, true))
+	case opStartsWith, opEndsWith:
+		a, b := e.eval(o.args[0]), e.eval(o.args[1])
+		if a.k != kStr || b.k != kStr {
+			return vNull
+		}
+		if o.code == opStartsWith {
+			return vBool(strings.HasPrefix(a.s, b.s))
+		}
+		return vBool(strings.HasSuffix(a.s, b.s))
+	case opCat:
+		return e.evalCat(o)
+	case opSubstr:
+		return e.evalSubstr(o)
+	case opArray:
+		out := make([]value, len(o.args))
+		for i, a := range o.args {
+			out[i] = e.eval(a)
+		}
+		return vArr(out)
+	case opMerge:
+		return e.evalMerge(o)
+	case opMissing:
+		return e.evalMissing(o.args)
+	case opMissingSome:
+		return e.evalMissingSome(o)
+	case opMap, opFilter, opAll, opNone, opSome:
+		return e.evalIter(o)
+	case opReduce:
+		return e.evalReduce(o)
+	}
+	return e.evalArith(o)
+}
+
+// evalArith evaluates the arithmetic operations.
+func (e *env) evalArith(o *op) value {
+	switch o.code {
 	case opMod:
 		return vNum(math.Mod(toNum(e.eval(o.args[0])), toNum(e.eval(o.args[1]))))
 	case opAdd:
@@ -227,41 +327,6 @@ func (e *env) eval(o *op) value {
 			}
 		}
 		return vNum(r)
-	case opCat:
-		return e.evalCat(o)
-	case opSubstr:
-		return e.evalSubstr(o)
-	case opIn:
-		return vBool(e.evalIn(o))
-	case opArray:
-		out := make([]value, len(o.args))
-		for i, a := range o.args {
-			out[i] = e.eval(a)
-		}
-		return vArr(out)
-	case opMerge:
-		return e.evalMerge(o)
-	case opMissing:
-		return e.evalMissing(o.args)
-	case opMissingSome:
-		return e.evalMissingSome(o)
-	case opMap, opFilter, opAll, opNone, opSome:
-		return e.evalIter(o)
-	case opReduce:
-		return e.evalReduce(o)
-	case opFractional:
-		return e.evalFractional(o.frac)
-	case opSemVer:
-		return e.evalSemVer(o)
-	case opStartsWith, opEndsWith:
-		a, b := e.eval(o.args[0]), e.eval(o.args[1])
-		if a.k != kStr || b.k != kStr {
-			return vNull
-		}
-		if o.code == opStartsWith {
-			return vBool(strings.HasPrefix(a.s, b.s))
-		}
-		return vBool(strings.HasSuffix(a.s, b.s))
 	}
 	return vNull
 }
@@ -483,7 +548,12 @@ func runeSlice(s string, start, end int) string {
 }
 
 func (e *env) evalIn(o *op) bool {
-	a, b := e.eval(o.args[0]), e.eval(o.args[1])
+	return e.inValue(e.eval(o.args[0]), e.eval(o.args[1]))
+}
+
+// inValue is JsonLogic's in: substring of a string, or strict membership of
+// an array.
+func (e *env) inValue(a, b value) bool {
 	switch b.k {
 	case kStr:
 		if a.k == kStr {

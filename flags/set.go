@@ -182,12 +182,12 @@ func (f *flag) evaluate(s *Set, ctx map[string]any) Resolution {
 	case kNull:
 		return f.defaultResolution()
 	case kStr:
-		idx, ok = f.byName[v.s]
+		idx, ok = f.lookup(v.s)
 	case kBool:
 		if v.n != 0 {
-			idx, ok = f.byName["true"]
+			idx, ok = f.lookup("true")
 		} else {
-			idx, ok = f.byName["false"]
+			idx, ok = f.lookup("false")
 		}
 	case kNum:
 		var buf [32]byte
@@ -203,6 +203,21 @@ func (f *flag) evaluate(s *Set, ctx map[string]any) Resolution {
 	}
 	vr := &f.variants[idx]
 	return Resolution{Key: f.key, Value: vr.value, Variant: vr.name, Reason: ReasonTargetingMatch, Metadata: f.meta}
+}
+
+// lookup finds a variant by name: a short scan for the usual handful of
+// variants, the map otherwise.
+func (f *flag) lookup(name string) (int32, bool) {
+	if len(f.variants) <= 8 {
+		for i := range f.variants {
+			if f.variants[i].name == name {
+				return int32(i), true
+			}
+		}
+		return 0, false
+	}
+	i, ok := f.byName[name]
+	return i, ok
 }
 
 // defaultResolution is the result when targeting does not pick a variant.
@@ -353,12 +368,19 @@ func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
 		b.ps.add(vpath, "must have at least one variant")
 		return nil
 	}
-	names := slices.Clone(vn.keys)
-	slices.Sort(names)
+	order := make([]int, len(vn.keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(vn.keys[a], vn.keys[b]) })
+	names := make([]string, len(order))
+	for i, j := range order {
+		names[i] = vn.keys[j]
+	}
 	f.byName = make(map[string]int32, len(names))
 	kinds := map[ValueType][]string{}
-	for _, name := range names {
-		v := vn.get(name)
+	for i, name := range names {
+		v := vn.vals[order[i]]
 		vp := joinPath(vpath, name)
 		if name == "" {
 			b.ps.add(vp, "a variant needs a non-empty name")

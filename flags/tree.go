@@ -63,10 +63,30 @@ func (n *node) get(key string) *node {
 	return nil
 }
 
+// dupKey reports whether key is already in the object n. Small objects are
+// scanned; from 16 keys on, a set is kept so that large objects stay linear.
+func dupKey(n *node, seen *map[string]bool, key string) bool {
+	if len(n.keys) < 16 {
+		return n.get(key) != nil
+	}
+	if *seen == nil {
+		*seen = make(map[string]bool, 2*len(n.keys))
+		for _, k := range n.keys {
+			(*seen)[k] = true
+		}
+	}
+	if (*seen)[key] {
+		return true
+	}
+	(*seen)[key] = true
+	return false
+}
+
 // Limits on input, so that hostile documents cannot exhaust the stack or memory.
 const (
-	maxNesting = 128      // JSON/YAML nesting depth
-	maxNodes   = 10 << 20 // values in one document (YAML aliases count each expansion)
+	maxNesting   = 128     // JSON/YAML nesting depth
+	maxNodes     = 4 << 20 // values in one document
+	maxAliasNode = 1 << 20 // values produced by expanding YAML aliases
 )
 
 // problems collects validation problems.
@@ -160,7 +180,8 @@ func (p *jsonTreeParser) fromToken(tok json.Token, path string, depth int) (*nod
 	case json.Number:
 		f, err := strconv.ParseFloat(string(t), 64)
 		if err != nil || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("%s: number %s is out of range", path, t)
+			p.ps.add(path, "number %s is out of range", t)
+			return &node{kind: nNull}, nil
 		}
 		return &node{kind: nNum, num: f, raw: string(t)}, nil
 	case json.Delim:
@@ -181,6 +202,7 @@ func (p *jsonTreeParser) fromToken(tok json.Token, path string, depth int) (*nod
 		}
 		if t == '{' {
 			n := &node{kind: nObj}
+			var seen map[string]bool // for large objects; small ones are scanned
 			for p.d.More() {
 				kt, err := p.d.Token()
 				if err != nil {
@@ -192,7 +214,7 @@ func (p *jsonTreeParser) fromToken(tok json.Token, path string, depth int) (*nod
 				if err != nil {
 					return nil, err
 				}
-				if n.get(key) != nil {
+				if dupKey(n, &seen, key) {
 					p.ps.add(kp, "duplicate key %q", key)
 					continue
 				}
@@ -221,14 +243,22 @@ func parseYAMLTree(data []byte, ps *problems) (*node, error) {
 }
 
 type yamlConv struct {
-	ps    *problems
-	count int
+	ps      *problems
+	count   int
+	aliased int // values produced inside alias expansions
+	inAlias int
 }
 
 func (c *yamlConv) conv(y *yaml.Node, path string, depth int) (*node, error) {
 	c.count++
 	if c.count > maxNodes {
-		return nil, fmt.Errorf("more than %d values (check YAML aliases)", maxNodes)
+		return nil, fmt.Errorf("more than %d values", maxNodes)
+	}
+	if c.inAlias > 0 {
+		c.aliased++
+		if c.aliased > maxAliasNode {
+			return nil, fmt.Errorf("YAML aliases expand to more than %d values", maxAliasNode)
+		}
 	}
 	if depth >= maxNesting {
 		return nil, errTooDeep
@@ -243,7 +273,10 @@ func (c *yamlConv) conv(y *yaml.Node, path string, depth int) (*node, error) {
 		if y.Alias == nil {
 			return nil, fmt.Errorf("line %d: unknown alias", y.Line)
 		}
-		return c.conv(y.Alias, path, depth+1)
+		c.inAlias++
+		n, err := c.conv(y.Alias, path, depth+1)
+		c.inAlias--
+		return n, err
 	case yaml.SequenceNode:
 		n := &node{kind: nArr}
 		for _, e := range y.Content {
@@ -256,6 +289,7 @@ func (c *yamlConv) conv(y *yaml.Node, path string, depth int) (*node, error) {
 		return n, nil
 	case yaml.MappingNode:
 		n := &node{kind: nObj}
+		var seen map[string]bool
 		for i := 0; i+1 < len(y.Content); i += 2 {
 			k, v := y.Content[i], y.Content[i+1]
 			for k.Kind == yaml.AliasNode && k.Alias != nil {
@@ -273,7 +307,7 @@ func (c *yamlConv) conv(y *yaml.Node, path string, depth int) (*node, error) {
 			if err != nil {
 				return nil, err
 			}
-			if n.get(key) != nil {
+			if dupKey(n, &seen, key) {
 				c.ps.add(kp, "duplicate key %q (line %d)", key, k.Line)
 				continue
 			}

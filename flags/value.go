@@ -194,6 +194,13 @@ func objGet(v value, key string) (value, bool) {
 
 // truthy is JsonLogic truthiness: false, null, 0, NaN, "" and [] are false.
 func truthy(v value) bool {
+	if v.k == kBool {
+		return v.n != 0
+	}
+	return truthySlow(v)
+}
+
+func truthySlow(v value) bool {
 	switch v.k {
 	case kNull:
 		return false
