@@ -68,8 +68,9 @@ in-process and persists to --data-dir: fine for trying Flagpole and single-node
 set-ups; production uses real Redis.
 
 --flags FILE loads a flagd flag file (JSON or YAML) into the environment --env
-at start, creating the environment if needed; with --watch the file is
-re-read when it changes (checked every second). A file with problems is
+at every start, creating the environment if needed (the file wins over changes
+made through the API since; an unchanged set writes nothing). With --watch the
+file is re-read when it changes (checked every second). A file with problems is
 refused as a whole: the last good flags stay and every problem is logged.
 
 Environment: FLAGPOLE_ADMIN_KEY is a bootstrap admin key (at least 16
