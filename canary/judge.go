@@ -264,6 +264,7 @@ func Judge(t *Template, obs Observation) Report {
 		byName[obs.Measurements[i].Metric] = &obs.Measurements[i]
 	}
 	as := make([]analysis, len(t.Metrics))
+	var scratch seriesScratch
 	for i := range t.Metrics {
 		m := &t.Metrics[i]
 		ms := byName[m.Name]
@@ -273,7 +274,7 @@ func Judge(t *Template, obs Observation) Report {
 		case ms.Err != nil:
 			as[i] = errorAnalysis(m, ms.Err.Error())
 		default:
-			as[i] = analyze(m, ms, alpha, power)
+			as[i] = analyze(m, ms, alpha, power, &scratch)
 		}
 	}
 
@@ -333,7 +334,7 @@ func unusableAnalysis(ev Evidence, why string) analysis {
 	return analysis{ev: ev, final: VerdictInconclusive, noData: true, summary: why + "; unusable data is never a pass"}
 }
 
-func analyze(m *Metric, ms *Measurement, alpha, power float64) analysis {
+func analyze(m *Metric, ms *Measurement, alpha, power float64, s *seriesScratch) analysis {
 	switch m.Kind {
 	case KindThreshold:
 		return analyzeThreshold(m, ms)
@@ -342,7 +343,7 @@ func analyze(m *Metric, ms *Measurement, alpha, power float64) analysis {
 	case KindHistogram:
 		return analyzeHistogram(m, ms, alpha, power)
 	case KindSeries:
-		return analyzeSeries(m, ms, alpha, power)
+		return analyzeSeries(m, ms, alpha, power, s)
 	}
 	return errorAnalysis(m, fmt.Sprintf("unknown kind %q", m.Kind))
 }

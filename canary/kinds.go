@@ -486,26 +486,85 @@ func analyzeHistogram(m *Metric, ms *Measurement, alpha, power float64) analysis
 	return a
 }
 
-// alignPoints pairs canary and baseline samples with equal timestamps,
-// dropping non-finite values, into dst as (canary, baseline) pairs.
-func alignPoints(cp, bp []Point) (pairs [][2]float64, dropped int) {
-	sorted := func(ps []Point) []Point {
-		if slices.IsSortedFunc(ps, func(a, b Point) int { return a.T.Compare(b.T) }) {
-			return ps
+// seriesScratch holds buffers reused across the series metrics of one
+// judgement, so long series do not allocate per metric.
+type seriesScratch struct {
+	tc, tb []int64
+	pairs  [][2]float64
+	xs     []float64
+}
+
+// millis returns the timestamps of ps in Unix milliseconds (Prometheus's
+// resolution) and whether they are ascending.
+func millis(dst []int64, ps []Point) ([]int64, bool) {
+	dst = dst[:0]
+	sorted := true
+	for i, p := range ps {
+		ms := p.T.UnixMilli()
+		if i > 0 && ms < dst[i-1] {
+			sorted = false
 		}
-		cp := slices.Clone(ps)
-		slices.SortStableFunc(cp, func(a, b Point) int { return a.T.Compare(b.T) })
-		return cp
+		dst = append(dst, ms)
 	}
-	cp, bp = sorted(cp), sorted(bp)
-	pairs = make([][2]float64, 0, min(len(cp), len(bp)))
+	return dst, sorted
+}
+
+func sortedPoints(ps []Point) []Point {
+	cp := slices.Clone(ps)
+	slices.SortStableFunc(cp, func(a, b Point) int { return a.T.Compare(b.T) })
+	return cp
+}
+
+// alignPoints pairs canary and baseline samples whose timestamps agree to
+// the millisecond, dropping non-finite values, as (canary, baseline) pairs.
+// The result aliases s's buffers.
+func alignPoints(cp, bp []Point, s *seriesScratch) (pairs [][2]float64, dropped int) {
+	if cap(s.pairs) < min(len(cp), len(bp)) {
+		s.pairs = make([][2]float64, 0, max(len(cp), len(bp)))
+	}
+	// Fast path: range queries over the same window and step give both arms
+	// identical timestamps, which pair by position whatever their order.
+	if len(cp) == len(bp) {
+		pairs = s.pairs[:0]
+		same := true
+		for i := range cp {
+			if cp[i].T != bp[i].T {
+				same = false
+				break
+			}
+			cv, bv := cp[i].V, bp[i].V
+			if finite(cv) && finite(bv) {
+				pairs = append(pairs, [2]float64{cv, bv})
+			} else {
+				dropped++
+			}
+		}
+		if same {
+			s.pairs = pairs
+			return pairs, dropped
+		}
+		dropped = 0
+	}
+	s.tc = slices.Grow(s.tc[:0], len(cp))
+	s.tb = slices.Grow(s.tb[:0], len(bp))
+	var okC, okB bool
+	if s.tc, okC = millis(s.tc, cp); !okC {
+		cp = sortedPoints(cp)
+		s.tc, _ = millis(s.tc, cp)
+	}
+	if s.tb, okB = millis(s.tb, bp); !okB {
+		bp = sortedPoints(bp)
+		s.tb, _ = millis(s.tb, bp)
+	}
+	tc, tb := s.tc, s.tb
+	pairs = s.pairs[:0]
 	i, j := 0, 0
-	for i < len(cp) && j < len(bp) {
-		switch c := cp[i].T.Compare(bp[j].T); {
-		case c < 0:
+	for i < len(tc) && j < len(tb) {
+		switch {
+		case tc[i] < tb[j]:
 			i++
 			dropped++
-		case c > 0:
+		case tc[i] > tb[j]:
 			j++
 			dropped++
 		default:
@@ -519,7 +578,8 @@ func alignPoints(cp, bp []Point) (pairs [][2]float64, dropped int) {
 			j++
 		}
 	}
-	dropped += len(cp) - i + len(bp) - j
+	dropped += len(tc) - i + len(tb) - j
+	s.pairs = pairs
 	return pairs, dropped
 }
 
@@ -579,7 +639,7 @@ func serialMeanSE(xs []float64) (mean, se, df float64) {
 // the per-point influence c/c̄ − b/b̄. Standard errors allow for
 // autocorrelation (serialMeanSE) and are widened by the ratio of t to normal
 // quantiles for their few degrees of freedom.
-func analyzeSeries(m *Metric, ms *Measurement, alpha, power float64) analysis {
+func analyzeSeries(m *Metric, ms *Measurement, alpha, power float64, s *seriesScratch) analysis {
 	ev := emptyEvidence(m)
 	if ms.Canary.Empty || ms.Baseline.Empty {
 		arm := "canary"
@@ -588,7 +648,7 @@ func analyzeSeries(m *Metric, ms *Measurement, alpha, power float64) analysis {
 		}
 		return noDataAnalysis(m, ev, "the "+arm+" series query returned no data")
 	}
-	pairs, dropped := alignPoints(ms.Canary.Points, ms.Baseline.Points)
+	pairs, dropped := alignPoints(ms.Canary.Points, ms.Baseline.Points, s)
 	ev.Dropped = dropped
 	n := len(pairs)
 	if n < 2 {
@@ -610,7 +670,8 @@ func analyzeSeries(m *Metric, ms *Measurement, alpha, power float64) analysis {
 		z := normalQuantile(1 - alpha/2)
 		return se * studentTQuantile(1-alpha/2, df) / z
 	}
-	xs := make([]float64, n)
+	xs := slices.Grow(s.xs[:0], n)[:n]
+	s.xs = xs
 	if rel := m.Margin.Relative; rel != 0 {
 		if !(cm > 0 && bm > 0) {
 			return unusableAnalysis(ev, "a relative margin needs positive means in both arms; use an absolute margin")

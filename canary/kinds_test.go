@@ -153,7 +153,7 @@ func TestAlignPoints(t *testing.T) {
 	at := func(i int, v float64) Point { return Point{T: t0.Add(time.Duration(i) * time.Minute), V: v} }
 	canary := []Point{at(3, 30), at(0, 1), at(1, math.NaN()), at(2, 20), at(5, 50)}
 	baseline := []Point{at(0, 2), at(1, 3), at(2, math.Inf(1)), at(3, 4), at(4, 5)}
-	pairs, dropped := alignPoints(canary, baseline)
+	pairs, dropped := alignPoints(canary, baseline, &seriesScratch{})
 	want := [][2]float64{{1, 2}, {30, 4}}
 	if !slices.Equal(pairs, want) {
 		t.Errorf("pairs = %v, want %v", pairs, want)
@@ -161,6 +161,13 @@ func TestAlignPoints(t *testing.T) {
 	// Dropped: the NaN pair, the Inf pair, canary t=5 and baseline t=4 unmatched.
 	if dropped != 4 {
 		t.Errorf("dropped = %d, want 4", dropped)
+	}
+	// Timestamps agreeing to the millisecond align; sorted input needs no copy.
+	c2 := []Point{{T: t0.Add(300 * time.Microsecond), V: 1}, {T: t0.Add(time.Second), V: 2}}
+	b2 := []Point{{T: t0, V: 3}, {T: t0.Add(time.Second + 2*time.Millisecond), V: 4}}
+	pairs, dropped = alignPoints(c2, b2, &seriesScratch{})
+	if !slices.Equal(pairs, [][2]float64{{1, 3}}) || dropped != 2 {
+		t.Errorf("millisecond alignment: %v dropped %d", pairs, dropped)
 	}
 }
 

@@ -51,9 +51,9 @@ const (
 
 func (w world) look(r *rand.Rand, b, c *simArm, shared *float64, look int, t0 time.Time) {
 	for k, arm := range []*simArm{b, c} {
-		errF, latF, cpuF := 1.0, 1.0, 1.0
+		errF, latF := 1.0, 1.0
 		if k == 1 {
-			errF, latF, cpuF = w.errFactor, w.latFactor, w.cpuFactor
+			errF, latF = w.errFactor, w.latFactor
 		}
 		arm.requests += simRequests
 		arm.errors += float64(binomial(r, simRequests, simErrRate*errF))
@@ -64,8 +64,6 @@ func (w world) look(r *rand.Rand, b, c *simArm, shared *float64, look int, t0 ti
 			v := 0.1 * latF * math.Exp(0.6*r.NormFloat64())
 			arm.buckets[sort.SearchFloat64s(defaultBounds, v)]++
 		}
-		_ = k
-		_ = cpuF
 	}
 	// Gauges share a load component (so the arms are correlated, as real
 	// replicas are) plus their own autocorrelated noise.
