@@ -16,18 +16,23 @@ import (
 	"github.com/flagpole/flagpole/flags"
 )
 
-// keyCache remembers API key lookups by secret hash for a short TTL, so that
-// evaluation does not ask the key store on every request. A revocation made
-// through this replica takes effect here at once; one made through another
-// replica within the TTL. When the key store cannot be reached, a key seen
-// before keeps working (fail static); an unknown one gets 503.
+// keyCache remembers API key lookups by secret hash, so that evaluation
+// does not wait on the key store. A lookup older than the TTL is still
+// answered from the cache while one background refresh per key asks the
+// store again (stale-while-revalidate); only a key never seen waits for the
+// store. A revocation made through this replica takes effect here at once;
+// one made through another replica is seen here within the TTL plus one
+// refresh. When the key store cannot be reached, a key seen before keeps
+// working (fail static); an unknown one gets 503.
 type keyCache struct {
 	store auth.Store
 	ttl   time.Duration
 	now   func() time.Time
 
-	mu sync.RWMutex
-	m  map[string]keyEntry // by secret hash
+	mu         sync.RWMutex
+	m          map[string]keyEntry // by secret hash
+	refreshing map[string]bool     // hashes with a refresh in flight
+	gen        uint64              // bumped by every revocation
 }
 
 type keyEntry struct {
@@ -40,8 +45,11 @@ type keyEntry struct {
 // grow it without bound; negative answers are not cached beyond it.
 const maxCachedKeys = 10000
 
+// refreshTimeout bounds one background refresh.
+const refreshTimeout = 5 * time.Second
+
 func newKeyCache(store auth.Store, ttl time.Duration, now func() time.Time) *keyCache {
-	return &keyCache{store: store, ttl: ttl, now: now, m: map[string]keyEntry{}}
+	return &keyCache{store: store, ttl: ttl, now: now, m: map[string]keyEntry{}, refreshing: map[string]bool{}}
 }
 
 var (
@@ -52,27 +60,28 @@ var (
 
 // lookup returns the key for secret. Errors: errBadKey, errRevokedKey, or
 // flags.ErrUnavailable (wrapped) when the key store cannot be reached and
-// the key is not cached.
+// the key was never seen.
 func (kc *keyCache) lookup(ctx context.Context, secret string) (auth.Key, error) {
 	hash := auth.HashSecret(secret)
-	now := kc.now()
 	kc.mu.RLock()
 	e, ok := kc.m[hash]
+	gen := kc.gen
 	kc.mu.RUnlock()
-	if !ok || now.Sub(e.fetched) >= kc.ttl {
-		k, err := kc.store.KeyByHash(ctx, hash)
-		switch {
-		case err == nil:
-			e = keyEntry{key: k, found: true, fetched: now}
-		case errors.Is(err, auth.ErrNotFound):
-			e = keyEntry{fetched: now}
-		case ok:
-			// The store is away: keep using what was known (fail static).
-		default:
-			return auth.Key{}, errors.Join(flags.ErrUnavailable, err)
+	if ok {
+		if kc.now().Sub(e.fetched) >= kc.ttl {
+			kc.refresh(hash)
 		}
-		kc.put(hash, e)
+		return e.result()
 	}
+	e, err := kc.fetch(ctx, hash)
+	if err != nil {
+		return auth.Key{}, errors.Join(flags.ErrUnavailable, err)
+	}
+	kc.put(hash, e, gen)
+	return e.result()
+}
+
+func (e keyEntry) result() (auth.Key, error) {
 	switch {
 	case !e.found:
 		return auth.Key{}, errBadKey
@@ -82,9 +91,57 @@ func (kc *keyCache) lookup(ctx context.Context, secret string) (auth.Key, error)
 	return e.key, nil
 }
 
-func (kc *keyCache) put(hash string, e keyEntry) {
+// fetch asks the store; a missing key is a negative entry, not an error.
+func (kc *keyCache) fetch(ctx context.Context, hash string) (keyEntry, error) {
+	k, err := kc.store.KeyByHash(ctx, hash)
+	switch {
+	case err == nil:
+		return keyEntry{key: k, found: true, fetched: kc.now()}, nil
+	case errors.Is(err, auth.ErrNotFound):
+		return keyEntry{fetched: kc.now()}, nil
+	}
+	return keyEntry{}, err
+}
+
+// refresh re-reads one key in the background, at most once at a time. If
+// the store cannot answer, the cached entry is kept for another TTL.
+func (kc *keyCache) refresh(hash string) {
+	kc.mu.Lock()
+	if kc.refreshing[hash] {
+		kc.mu.Unlock()
+		return
+	}
+	kc.refreshing[hash] = true
+	gen := kc.gen
+	kc.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		defer cancel()
+		e, err := kc.fetch(ctx, hash)
+		kc.mu.Lock()
+		delete(kc.refreshing, hash)
+		kc.mu.Unlock()
+		if err != nil {
+			kc.mu.Lock()
+			if old, ok := kc.m[hash]; ok && kc.gen == gen {
+				old.fetched = kc.now()
+				kc.m[hash] = old
+			}
+			kc.mu.Unlock()
+			return
+		}
+		kc.put(hash, e, gen)
+	}()
+}
+
+// put stores an entry read when the cache was at generation gen; a read
+// that raced with a revocation is dropped, so a revoked key never returns.
+func (kc *keyCache) put(hash string, e keyEntry, gen uint64) {
 	kc.mu.Lock()
 	defer kc.mu.Unlock()
+	if kc.gen != gen {
+		return
+	}
 	if len(kc.m) >= maxCachedKeys {
 		now := kc.now()
 		for h, old := range kc.m {
@@ -99,10 +156,12 @@ func (kc *keyCache) put(hash string, e keyEntry) {
 	kc.m[hash] = e
 }
 
-// revoked forgets every cached lookup of the key with this ID.
+// revoked forgets every cached lookup of the key with this ID and discards
+// lookups in flight.
 func (kc *keyCache) revoked(id string) {
 	kc.mu.Lock()
 	defer kc.mu.Unlock()
+	kc.gen++
 	for h, e := range kc.m {
 		if e.key.ID == id {
 			delete(kc.m, h)

@@ -108,6 +108,7 @@ func benchHarness(b *testing.B) (*harness, [][]byte) {
 
 func runOFREP(b *testing.B, h *harness, path, secret string, bodies [][]byte, wantStatus int) {
 	b.ReportAllocs()
+	b.ResetTimer()
 	var seq atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
 		c := newBenchClient(h.srv.Handler(), path, secret)
@@ -147,6 +148,7 @@ func BenchmarkOFREPBulkNotModified(b *testing.B) {
 	c.do(bodies[0])
 	etag := c.w.h.Get("ETag")
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		c := newBenchClient(h.srv.Handler(), "/ofrep/v1/evaluate/flags", h.admin)
 		c.req.Header.Set("If-None-Match", etag)
