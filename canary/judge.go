@@ -442,7 +442,7 @@ func sampleRatio(t *Template, obs Observation) *SampleRatioResult {
 	eLo := mixLogE(share, math.Sqrt(lo*(1-lo)/n), lo, tau, false)
 	logE := logAddExp(eHi, eLo) - math.Ln2
 	res.EValue = Float(math.Exp(logE))
-	band := fmt.Sprintf("%s", fmtPct(pi, false))
+	band := fmtPct(pi, false)
 	if tol > 0 {
 		band = fmt.Sprintf("%s–%s", fmtPct(lo, false), fmtPct(hi, false))
 	}
@@ -460,7 +460,7 @@ func sampleRatio(t *Template, obs Observation) *SampleRatioResult {
 // metrics, metrics without data and metrics in error are left out, as Kayenta
 // leaves out NODATA.
 func score(t *Template, rs []MetricResult) (Float, string, []GroupScore) {
-	type acc struct{ pass, total, order float64 }
+	type acc struct{ pass, total float64 }
 	groups := map[string]*acc{}
 	var order []string
 	for _, r := range rs {

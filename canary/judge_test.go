@@ -204,6 +204,14 @@ func TestJudgeUnusableData(t *testing.T) {
 	if r.Verdict != VerdictInconclusive || !strings.Contains(r.Reason, "numerator exceeds the denominator") {
 		t.Errorf("got %s %q", r.Verdict, r.Reason)
 	}
+	// Thousands of distinct buckets mean an unaggregated query.
+	obs = healthy(1, 1)
+	for i := range 2001 {
+		obs.Measurements[1].Canary.Buckets = append(obs.Measurements[1].Canary.Buckets, Bucket{UpperBound: 20 + float64(i), Count: 200001 + float64(i)})
+	}
+	if r := resultOf(t, Judge(judgeTemplate(), obs), "latency"); r.Verdict != VerdictInconclusive || !strings.Contains(r.Reason, "aggregate the query by le") {
+		t.Errorf("got %s %q", r.Verdict, r.Reason)
+	}
 	// A relative margin on a gauge around zero cannot be judged.
 	obs = healthy(1, 1)
 	obs.Measurements[2].Canary.Points = pts(240, -1, 0)

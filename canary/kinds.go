@@ -20,6 +20,8 @@ const (
 	// power gate requires histograms to be able to detect: 0.56 − 0.5, the
 	// "small" effect of Vargha & Delaney (2000) for the A measure.
 	histogramSmallEffect = 0.06
+	// maxHistogramBuckets bounds the quadratic bucket comparison.
+	maxHistogramBuckets = 2000
 )
 
 // decisionTests evaluates the fail and non-inferiority tests of a normal
@@ -422,6 +424,9 @@ func analyzeHistogram(m *Metric, ms *Measurement, alpha, power float64) analysis
 		return noDataAnalysis(m, ev, "no canary observations in the histogram")
 	case nb <= 0:
 		return noDataAnalysis(m, ev, "no baseline observations in the histogram")
+	}
+	if len(cs) > maxHistogramBuckets || len(bs) > maxHistogramBuckets {
+		return unusableAnalysis(ev, fmt.Sprintf("more than %d histogram buckets; aggregate the query by le", maxHistogramBuckets))
 	}
 	rel, abs := m.Margin.Relative, m.Margin.Absolute
 	if rel != 0 && (bs[0].lo < 0 || cs[0].lo < 0) {
