@@ -232,6 +232,7 @@ type FieldError struct {
 	Message string `json:"message"`
 }
 
+// String returns "field: message", or the message alone for the whole document.
 func (e FieldError) String() string {
 	if e.Field == "" {
 		return e.Message
@@ -244,6 +245,7 @@ type ValidationError struct {
 	Problems []FieldError `json:"problems"`
 }
 
+// Error lists every problem, separated by semicolons.
 func (e *ValidationError) Error() string {
 	parts := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
