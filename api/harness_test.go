@@ -276,13 +276,22 @@ func (r resp) json(t testing.TB) map[string]any {
 
 func (h *harness) do(r req) resp {
 	h.t.Helper()
+	res, err := h.try(r)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", r.method, r.path, err)
+	}
+	return res
+}
+
+// try sends a request; unlike do it may be called from any goroutine.
+func (h *harness) try(r req) (resp, error) {
 	var body io.Reader
 	if r.body != "" {
 		body = strings.NewReader(r.body)
 	}
 	hr, err := http.NewRequest(r.method, h.ts.URL+r.path, body)
 	if err != nil {
-		h.t.Fatalf("NewRequest: %v", err)
+		return resp{}, err
 	}
 	if r.body != "" {
 		hr.Header.Set("Content-Type", "application/json")
@@ -299,14 +308,14 @@ func (h *harness) do(r req) resp {
 	}
 	res, err := h.ts.Client().Do(hr)
 	if err != nil {
-		h.t.Fatalf("%s %s: %v", r.method, r.path, err)
+		return resp{}, err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		h.t.Fatalf("reading body: %v", err)
+		return resp{}, err
 	}
-	return resp{status: res.StatusCode, header: res.Header, body: b}
+	return resp{status: res.StatusCode, header: res.Header, body: b}, nil
 }
 
 // errorOf decodes the admin API error shape, failing the test if the body
