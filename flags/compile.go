@@ -362,7 +362,11 @@ func (c *compiler) compileSemVer(args []*op, argPath func(int) string) *op {
 			c.ps.add(argPath(0), "%s is not a semantic version", a.c.describe())
 		}
 	}
-	return &op{code: opSemVer, args: args, sv: sp}
+	o := &op{code: opSemVer, args: args, sv: sp}
+	if simpleVar(args[0]) {
+		o.key = args[0].key
+	}
+	return o
 }
 
 // compileFractional compiles flagd's fractional: an optional bucketing

@@ -38,7 +38,24 @@ func (e *env) evalFractional(f *fracSpec) value {
 	var h uint32
 	var extra *value // a bucketing expression that turned out to be an entry
 	hashed := false
-	if f.bucket != nil {
+	if f.bucket != nil && f.bucket.code == opCat && e.failed == "" {
+		// {"cat": [...]} is hashed piece by piece, without building the string.
+		var m murStream
+		var buf [32]byte
+		for _, a := range f.bucket.args {
+			v := e.eval(a)
+			switch v.k {
+			case kNull:
+			case kStr:
+				m.write(v.s)
+			case kNum:
+				m.write(string(appendJSNumber(buf[:0], v.n)))
+			default:
+				m.write(toStr(v))
+			}
+		}
+		h, hashed = m.sum(), true
+	} else if f.bucket != nil {
 		bv := e.eval(f.bucket)
 		switch bv.k {
 		case kStr:
@@ -170,45 +187,74 @@ type semverSpec struct {
 var semverOps = map[string]bool{"=": true, "!=": true, "<": true, "<=": true, ">": true, ">=": true, "~": true, "^": true}
 
 func (e *env) evalSemVer(o *op) value {
+	switch e.semVer(o) {
+	case 1:
+		return vTrue
+	case 0:
+		return vFalse
+	}
+	return vNull
+}
+
+// semVer evaluates sem_ver: 1 true, 0 false, -1 null (bad input).
+func (e *env) semVer(o *op) int {
 	sp := o.sv
-	a, ok := versionOf(e.eval(o.args[0]))
+	var a semver
+	var ok bool
+	if o.key != "" && e.scope == nil && e.red == nil {
+		x := e.ctx[o.key]
+		if str, isStr := x.(string); isStr {
+			a, ok = parseSemver(str)
+		} else {
+			a, ok = versionOf(fromAny(x))
+		}
+	} else {
+		a, ok = versionOf(e.eval(o.args[0]))
+	}
 	if !ok {
-		return vNull
+		return -1
 	}
 	opName := sp.op
 	if !sp.opConst {
 		ov := e.eval(o.args[1])
 		if ov.k != kStr || !semverOps[ov.s] {
-			return vNull
+			return -1
 		}
 		opName = ov.s
 	}
 	b := sp.ver
 	if !sp.verConst {
 		if b, ok = versionOf(e.eval(o.args[2])); !ok {
-			return vNull
+			return -1
 		}
 	}
 	c := a.compare(b)
 	switch opName {
 	case "=":
-		return vBool(c == 0)
+		return b2i(c == 0)
 	case "!=":
-		return vBool(c != 0)
+		return b2i(c != 0)
 	case "<":
-		return vBool(c < 0)
+		return b2i(c < 0)
 	case "<=":
-		return vBool(c <= 0)
+		return b2i(c <= 0)
 	case ">":
-		return vBool(c > 0)
+		return b2i(c > 0)
 	case ">=":
-		return vBool(c >= 0)
+		return b2i(c >= 0)
 	case "~":
-		return vBool(cmpNumeric(a.major, b.major) == 0 && cmpNumeric(a.minor, b.minor) == 0)
+		return b2i(cmpNumeric(a.major, b.major) == 0 && cmpNumeric(a.minor, b.minor) == 0)
 	case "^":
-		return vBool(cmpNumeric(a.major, b.major) == 0)
+		return b2i(cmpNumeric(a.major, b.major) == 0)
 	}
-	return vNull
+	return -1
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // versionOf reads a version from a string, or from a number as JavaScript

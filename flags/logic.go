@@ -155,7 +155,7 @@ func (e *env) eval(o *op) value {
 		a := o.args
 		i := 0
 		for ; i+1 < len(a); i += 2 {
-			if truthy(e.eval(a[i])) {
+			if e.cond(a[i]) {
 				return e.eval(a[i+1])
 			}
 		}
@@ -188,42 +188,86 @@ func (e *env) eval(o *op) value {
 	case opIn:
 		return vBool(e.evalIn(o))
 	case opInConstVar:
-		if e.scope != nil || e.red != nil {
-			return vBool(e.evalIn(o))
-		}
-		a, ok := e.ctx[o.key]
-		if !ok {
-			return vFalse
-		}
-		if hay, isStr := a.(string); isStr {
-			return vBool(strings.Contains(hay, o.c.s))
-		}
-		return vBool(e.inValue(o.c, fromAny(a)))
+		return vBool(e.inConstVar(o))
 	case opCmpVarConst:
-		if e.scope != nil || e.red != nil {
-			return e.evalOther(&op{code: o.sub, args: o.args})
-		}
-		var v value
-		if a, ok := e.ctx[o.key]; ok {
-			v = fromAny(a)
-		}
-		var r bool
-		switch o.sub {
-		case opEq, opNe:
-			r = looseEq(v, o.c)
-		default:
-			r = strictEq(v, o.c)
-		}
-		if o.sub == opNe || o.sub == opStrictNe {
-			r = !r
-		}
-		return vBool(r)
+		return vBool(e.cmpVarConst(o))
 	case opFractional:
 		return e.evalFractional(o.frac)
 	case opSemVer:
 		return e.evalSemVer(o)
 	}
 	return e.evalOther(o)
+}
+
+// cond evaluates o as a condition: truthy(eval(o)), without materialising
+// the value for the operations that produce booleans.
+func (e *env) cond(o *op) bool {
+	switch o.code {
+	case opInConstVar:
+		return e.inConstVar(o)
+	case opCmpVarConst:
+		return e.cmpVarConst(o)
+	case opSemVer:
+		return e.semVer(o) == 1
+	case opNot:
+		return !e.cond(o.args[0])
+	case opTruthy:
+		return e.cond(o.args[0])
+	case opIn:
+		return e.evalIn(o)
+	case opAnd: // and returns its first falsy argument, or its last
+		for _, a := range o.args {
+			if !e.cond(a) {
+				return false
+			}
+		}
+		return true
+	case opOr:
+		for _, a := range o.args {
+			if e.cond(a) {
+				return true
+			}
+		}
+		return false
+	}
+	return truthy(e.eval(o))
+}
+
+// inConstVar is {"in": ["const", {"var": "key"}]}.
+func (e *env) inConstVar(o *op) bool {
+	if e.scope != nil || e.red != nil {
+		return e.evalIn(o)
+	}
+	a, ok := e.ctx[o.key]
+	if !ok {
+		return false
+	}
+	if hay, isStr := a.(string); isStr {
+		return strings.Contains(hay, o.c.s)
+	}
+	return e.inValue(o.c, fromAny(a))
+}
+
+// cmpVarConst is ==, ===, != or !== between {"var": "key"} and a constant.
+func (e *env) cmpVarConst(o *op) bool {
+	if e.scope != nil || e.red != nil {
+		return truthy(e.evalOther(&op{code: o.sub, args: o.args}))
+	}
+	var v value
+	if a, ok := e.ctx[o.key]; ok {
+		v = fromAny(a)
+	}
+	var r bool
+	switch o.sub {
+	case opEq, opNe:
+		r = looseEq(v, o.c)
+	default:
+		r = strictEq(v, o.c)
+	}
+	if o.sub == opNe || o.sub == opStrictNe {
+		r = !r
+	}
+	return r
 }
 
 // evalOther evaluates the less common operations.

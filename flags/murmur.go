@@ -55,31 +55,43 @@ func murmur3Seed(s string, seed uint32) uint32 {
 
 // murmur3Concat hashes a+b with seed 0 without building the concatenation.
 func murmur3Concat(a, b string) uint32 {
-	var h uint32
-	var block uint32 // bytes carried over, little-endian
-	fill := 0        // number of bytes in block
-	feed := func(s string) {
-		i := 0
-		if fill > 0 {
-			for ; i < len(s) && fill < 4; i++ {
-				block |= uint32(s[i]) << (8 * fill)
-				fill++
-			}
-			if fill < 4 {
-				return
-			}
-			h = murMix(h, block)
-			block, fill = 0, 0
-		}
-		for ; i+4 <= len(s); i += 4 {
-			h = murMix(h, uint32(s[i])|uint32(s[i+1])<<8|uint32(s[i+2])<<16|uint32(s[i+3])<<24)
-		}
-		for ; i < len(s); i++ {
-			block |= uint32(s[i]) << (8 * fill)
-			fill++
-		}
-	}
-	feed(a)
-	feed(b)
-	return murFinal(h, len(a)+len(b), block, fill)
+	var m murStream
+	m.write(a)
+	m.write(b)
+	return m.sum()
 }
+
+// murStream hashes a string given in pieces, with seed 0.
+type murStream struct {
+	h     uint32
+	block uint32 // bytes carried over to the next block, little-endian
+	fill  int    // bytes in block
+	n     int    // total length
+}
+
+func (m *murStream) write(s string) {
+	m.n += len(s)
+	i := 0
+	if m.fill > 0 {
+		for ; i < len(s) && m.fill < 4; i++ {
+			m.block |= uint32(s[i]) << (8 * m.fill)
+			m.fill++
+		}
+		if m.fill < 4 {
+			return
+		}
+		m.h = murMix(m.h, m.block)
+		m.block, m.fill = 0, 0
+	}
+	h := m.h
+	for ; i+4 <= len(s); i += 4 {
+		h = murMix(h, uint32(s[i])|uint32(s[i+1])<<8|uint32(s[i+2])<<16|uint32(s[i+3])<<24)
+	}
+	m.h = h
+	for ; i < len(s); i++ {
+		m.block |= uint32(s[i]) << (8 * m.fill)
+		m.fill++
+	}
+}
+
+func (m *murStream) sum() uint32 { return murFinal(m.h, m.n, m.block, m.fill) }

@@ -171,16 +171,31 @@ func (s *Set) Evaluate(key string, ctx map[string]any) Resolution {
 
 // evaluate runs f's targeting and maps the result to a resolution.
 func (f *flag) evaluate(s *Set, ctx map[string]any) Resolution {
+	var r Resolution
+	f.evaluateInto(&r, s, ctx)
+	return r
+}
+
+// evaluateInto is evaluate writing into *r, which saves copying the
+// Resolution through every caller on the hot path.
+func (f *flag) evaluateInto(r *Resolution, s *Set, ctx map[string]any) {
 	e := env{ctx: ctx, flagKey: f.key, now: s.now, budget: workBudget}
 	v := e.eval(f.rule.root)
+	r.Key, r.Metadata = f.key, f.meta
 	if e.failed != "" {
-		return Resolution{Key: f.key, Reason: ReasonError, ErrorCode: ErrorGeneral, ErrorMessage: e.failed, Metadata: f.meta}
+		r.Reason, r.ErrorCode, r.ErrorMessage = ReasonError, ErrorGeneral, e.failed
+		return
 	}
 	var idx int32
 	var ok bool
 	switch v.k {
 	case kNull:
-		return f.defaultResolution()
+		r.Reason = ReasonDefault
+		if f.def >= 0 {
+			vr := &f.variants[f.def]
+			r.Value, r.Variant = vr.value, vr.name
+		}
+		return
 	case kStr:
 		idx, ok = f.lookup(v.s)
 	case kBool:
@@ -193,16 +208,17 @@ func (f *flag) evaluate(s *Set, ctx map[string]any) Resolution {
 		var buf [32]byte
 		idx, ok = f.byName[string(appendJSNumber(buf[:0], v.n))]
 	default:
-		return Resolution{Key: f.key, Reason: ReasonError, ErrorCode: ErrorGeneral,
-			ErrorMessage: "targeting returned " + v.kindName() + ", not a variant name", Metadata: f.meta}
+		r.Reason, r.ErrorCode = ReasonError, ErrorGeneral
+		r.ErrorMessage = "targeting returned " + v.kindName() + ", not a variant name"
+		return
 	}
 	if !ok {
-		return Resolution{Key: f.key, Reason: ReasonError, ErrorCode: ErrorGeneral,
-			ErrorMessage: fmt.Sprintf("targeting returned %s, which is not a variant (have: %s)", v.describe(), strings.Join(f.info.Variants, ", ")),
-			Metadata:     f.meta}
+		r.Reason, r.ErrorCode = ReasonError, ErrorGeneral
+		r.ErrorMessage = fmt.Sprintf("targeting returned %s, which is not a variant (have: %s)", v.describe(), strings.Join(f.info.Variants, ", "))
+		return
 	}
 	vr := &f.variants[idx]
-	return Resolution{Key: f.key, Value: vr.value, Variant: vr.name, Reason: ReasonTargetingMatch, Metadata: f.meta}
+	r.Value, r.Variant, r.Reason = vr.value, vr.name, ReasonTargetingMatch
 }
 
 // lookup finds a variant by name: a short scan for the usual handful of
@@ -220,33 +236,25 @@ func (f *flag) lookup(name string) (int32, bool) {
 	return i, ok
 }
 
-// defaultResolution is the result when targeting does not pick a variant.
-func (f *flag) defaultResolution() Resolution {
-	if f.def < 0 {
-		return Resolution{Key: f.key, Reason: ReasonDefault, Metadata: f.meta}
-	}
-	vr := &f.variants[f.def]
-	return Resolution{Key: f.key, Value: vr.value, Variant: vr.name, Reason: ReasonDefault, Metadata: f.meta}
-}
-
-// typed resolves key and checks the flag's type before anything else, so a
-// wrong-type call is reported even for a disabled flag.
-func (s *Set) typed(key string, want ValueType, ctx map[string]any) (Resolution, bool) {
+// typed resolves key into *r, checking the flag's type before anything
+// else so that a wrong-type call is reported even for a disabled flag. It
+// reports whether r carries a value.
+func (s *Set) typed(r *Resolution, key string, want ValueType, ctx map[string]any) bool {
 	f := s.flags[key]
-	if f == nil {
-		return Resolution{Key: key, Reason: ReasonError, ErrorCode: ErrorFlagNotFound, ErrorMessage: msgFlagNotFound}, false
+	switch {
+	case f == nil:
+		*r = Resolution{Key: key, Reason: ReasonError, ErrorCode: ErrorFlagNotFound, ErrorMessage: msgFlagNotFound}
+		return false
+	case f.typ != want:
+		*r = Resolution{Key: key, Reason: ReasonError, ErrorCode: ErrorTypeMismatch,
+			ErrorMessage: typeMismatch(f.typ, want), Metadata: f.meta}
+		return false
+	case f.rule == nil || f.state == Disabled:
+		*r = f.fixed
+	default:
+		f.evaluateInto(r, s, ctx)
 	}
-	if f.typ != want {
-		return Resolution{Key: key, Reason: ReasonError, ErrorCode: ErrorTypeMismatch,
-			ErrorMessage: typeMismatch(f.typ, want), Metadata: f.meta}, false
-	}
-	var r Resolution
-	if f.rule == nil || f.state == Disabled {
-		r = f.fixed
-	} else {
-		r = f.evaluate(s, ctx)
-	}
-	return r, r.Value != nil
+	return r.Value != nil
 }
 
 func typeMismatch(have, want ValueType) string {
@@ -256,8 +264,8 @@ func typeMismatch(have, want ValueType) string {
 // Boolean resolves a boolean flag, returning def with the resolution when the
 // code default applies or on any error (TYPE_MISMATCH for a non-boolean flag).
 func (s *Set) Boolean(key string, def bool, ctx map[string]any) (bool, Resolution) {
-	r, ok := s.typed(key, TypeBoolean, ctx)
-	if !ok {
+	var r Resolution
+	if !s.typed(&r, key, TypeBoolean, ctx) {
 		return def, r
 	}
 	return r.Value.(bool), r
@@ -265,8 +273,8 @@ func (s *Set) Boolean(key string, def bool, ctx map[string]any) (bool, Resolutio
 
 // String resolves a string flag (see [Set.Boolean] for the contract).
 func (s *Set) String(key string, def string, ctx map[string]any) (string, Resolution) {
-	r, ok := s.typed(key, TypeString, ctx)
-	if !ok {
+	var r Resolution
+	if !s.typed(&r, key, TypeString, ctx) {
 		return def, r
 	}
 	return r.Value.(string), r
@@ -275,8 +283,8 @@ func (s *Set) String(key string, def string, ctx map[string]any) (string, Resolu
 // Int resolves an integer flag; a float value is accepted only when lossless
 // (10.0 is 10; 3.14 gives TYPE_MISMATCH with def).
 func (s *Set) Int(key string, def int64, ctx map[string]any) (int64, Resolution) {
-	r, ok := s.typed(key, TypeNumber, ctx)
-	if !ok {
+	var r Resolution
+	if !s.typed(&r, key, TypeNumber, ctx) {
 		return def, r
 	}
 	f := r.Value.(float64)
@@ -289,8 +297,8 @@ func (s *Set) Int(key string, def int64, ctx map[string]any) (int64, Resolution)
 
 // Float resolves a number flag (see [Set.Boolean] for the contract).
 func (s *Set) Float(key string, def float64, ctx map[string]any) (float64, Resolution) {
-	r, ok := s.typed(key, TypeNumber, ctx)
-	if !ok {
+	var r Resolution
+	if !s.typed(&r, key, TypeNumber, ctx) {
 		return def, r
 	}
 	return r.Value.(float64), r
@@ -299,8 +307,8 @@ func (s *Set) Float(key string, def float64, ctx map[string]any) (float64, Resol
 // Object resolves an object flag (see [Set.Boolean] for the contract). The
 // returned map is shared by every caller: do not modify it.
 func (s *Set) Object(key string, def any, ctx map[string]any) (any, Resolution) {
-	r, ok := s.typed(key, TypeObject, ctx)
-	if !ok {
+	var r Resolution
+	if !s.typed(&r, key, TypeObject, ctx) {
 		return def, r
 	}
 	return r.Value, r
