@@ -238,6 +238,13 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		return fmt.Errorf("configuring the API: %w", err)
 	}
 
+	var gm *gitopsMetrics
+	if o.flagsFile != "" {
+		if gm, err = newGitopsMetrics(reg); err != nil {
+			return err
+		}
+	}
+
 	runCtx, stopRun := context.WithCancel(storeCtx)
 	defer stopRun()
 	var wg sync.WaitGroup
@@ -253,10 +260,6 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		log:    log,
 	}
 	if o.flagsFile != "" {
-		gm, err := newGitopsMetrics(reg)
-		if err != nil {
-			return err
-		}
 		setup.seeder = newSeeder(o.flagsFile, o.env, svc, log, gm)
 	}
 	firstTry, cancelFirstTry := context.WithTimeout(runCtx, 3*time.Second)
