@@ -158,19 +158,20 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// logRequest writes one structured line per request. Successful OFREP
-// evaluations are logged at debug level so that the hot path stays cheap;
-// everything else at info (errors at warn or error). Secrets are never
-// logged: only the key's ID and name.
+// logRequest writes one structured line per request. OFREP answers below
+// 500 (evaluations, and the client errors a misconfigured SDK may repeat
+// thousands of times a second) and probes are logged at debug level so that
+// the hot path stays cheap; other requests at info, client errors at warn,
+// server errors at error. Secrets are never logged: only the key's ID and name.
 func (s *Server) logRequest(rc *reqCtx, route string, status int, elapsed time.Duration) {
 	level := slog.LevelInfo
 	switch {
 	case status >= 500:
 		level = slog.LevelError
-	case status >= 400:
-		level = slog.LevelWarn
 	case rc.ofrep || route == "/healthz" || route == "/readyz" || route == "/metrics":
 		level = slog.LevelDebug
+	case status >= 400:
+		level = slog.LevelWarn
 	}
 	ctx := context.Background()
 	if !s.log.Enabled(ctx, level) {

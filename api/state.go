@@ -28,6 +28,10 @@ type envState struct {
 	ordered []*flagEntry // in key order, for bulk evaluation
 	// bulkTail is `],"metadata":{...}}`, the end of every bulk body.
 	bulkTail []byte
+	// superseded is closed when another version replaces this one or the
+	// environment is removed: a cheap broadcast for anything that follows
+	// an environment (such as change streams), which then re-reads it.
+	superseded chan struct{}
 }
 
 // snapshot returns the flags.Snapshot the state was built from.
@@ -112,6 +116,8 @@ func buildEnvState(snap flags.Snapshot) (*envState, error) {
 		set:     set,
 		hash:    set.Hash(),
 		keys:    set.Keys(),
+
+		superseded: make(chan struct{}),
 	}
 	doc := set.Document()
 	setMeta := set.Metadata()
@@ -251,7 +257,8 @@ func (s *Server) env(name string) *envState {
 }
 
 // loadSnapshot compiles snap and serves it, unless it is what is served
-// already or older than it. An invalid set keeps the last good one, is
+// already or older than it. It and removeEnv are the only places the served
+// sets change; the replaced state's superseded channel announces it. An invalid set keeps the last good one, is
 // logged once per version and counted. It returns the error of the compile.
 func (s *Server) loadSnapshot(snap flags.Snapshot) error {
 	s.applyMu.Lock()
@@ -289,6 +296,9 @@ func (s *Server) loadSnapshot(snap flags.Snapshot) error {
 	}
 	next[st.name] = st
 	s.envs.Store(&next)
+	if cur != nil {
+		close(cur.superseded)
+	}
 	s.m.setVersion.WithLabelValues(st.name).Set(float64(st.version))
 	s.m.setFlags.WithLabelValues(st.name).Set(float64(len(st.keys)))
 	if cur != nil {
@@ -314,8 +324,10 @@ func (s *Server) removeEnv(name string) {
 		return
 	}
 	next := maps.Clone(*m)
+	cur := next[name]
 	delete(next, name)
 	s.envs.Store(&next)
+	close(cur.superseded)
 	delete(s.badVersion, name)
 	s.m.setVersion.DeleteLabelValues(name)
 	s.m.setFlags.DeleteLabelValues(name)
