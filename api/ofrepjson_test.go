@@ -125,7 +125,7 @@ func FuzzParseEvalRequest(f *testing.F) {
 
 func TestAppendersMatchEncodingJSON(t *testing.T) {
 	values := []any{nil, true, false, "", "plain", "quote\" back\\ nl\n tab\t ctl\x01 é 😀 <>&", "bad\xffutf8",
-		0.0, -0.0, 1.0, -1.5, 1e20, 1e21, 1.5e-7, 123456789.125, 1e-6, float64(math.MaxInt64), 42, int64(-7),
+		0.0, math.Copysign(0, -1), 1.0, -1.5, 1e20, 1e21, 1.5e-7, 123456789.125, 1e-6, float64(math.MaxInt64), 42, int64(-7),
 		json.Number("12.50"), map[string]any{"b": 1.0, "a": []any{"x", nil}}, []any{}}
 	for _, v := range values {
 		got := appendValue(nil, v)
