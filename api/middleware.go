@@ -115,12 +115,7 @@ func (s *Server) serve(rc *reqCtx, next echo.HandlerFunc) {
 }
 
 func (s *Server) isRoute(path string) bool {
-	for _, r := range s.e.Routes() {
-		if r.Path == path {
-			return true
-		}
-	}
-	return false
+	return s.routePaths[path]
 }
 
 var statusTexts = func() map[int]string {

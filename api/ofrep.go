@@ -25,13 +25,13 @@ import (
 // evaluateFlag serves POST /ofrep/v1/evaluate/flags/{key}.
 func (s *Server) evaluateFlag(c echo.Context) error {
 	rc := c.(*reqCtx)
+	st, ok := s.ofrepPrelude(rc)
+	if !ok {
+		return nil
+	}
 	key, err := pathParam(rc, "key")
 	if err != nil {
 		s.ofrepFailure(rc, http.StatusBadRequest, rc.Param("key"), ofrep.General, "the flag key in the path is not a valid URL path segment")
-		return nil
-	}
-	st, ok := s.ofrepPrelude(rc)
-	if !ok {
 		return nil
 	}
 	buf := s.getBuf()

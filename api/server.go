@@ -89,6 +89,8 @@ type Server struct {
 	pendingAll bool
 	changed    chan struct{}
 
+	routePaths map[string]bool // the route templates, for metric labels
+
 	idPrefix string
 	idSeq    atomic.Uint64
 	ctxPool  sync.Pool
@@ -201,6 +203,10 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/readyz", s.readyz)
 	metricsHandler := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})
 	e.GET("/metrics", echo.WrapHandler(metricsHandler))
+	s.routePaths = map[string]bool{}
+	for _, r := range e.Routes() {
+		s.routePaths[r.Path] = true
+	}
 	return e
 }
 

@@ -82,3 +82,30 @@ func TestSupersededAnnouncesChanges(t *testing.T) {
 	h.srv.removeEnv("default")
 	<-second.superseded // closed by the removal
 }
+
+func TestMetricsForgetRemovedFlags(t *testing.T) {
+	h := newHarness(t)
+	h.createEnv("default", testFlags)
+	h.eval("default", "static-on", h.admin)
+	h.eval("default", "no-such-flag", h.admin)
+	metrics := func() string { return string(h.do(req{method: "GET", path: "/metrics"}).body) }
+	m := metrics()
+	if !strings.Contains(m, `flag="static-on"`) {
+		t.Fatalf("no series for an evaluated flag")
+	}
+	if strings.Contains(m, `flag="no-such-flag"`) {
+		t.Errorf("an unknown flag got a series (unbounded cardinality)")
+	}
+	if r := h.do(req{method: "DELETE", path: "/api/v1/environments/default/flags/static-on", key: h.admin}); r.status != 204 {
+		t.Fatalf("delete: %d", r.status)
+	}
+	if m := metrics(); strings.Contains(m, `flag="static-on"`) {
+		t.Errorf("the deleted flag's series is still exported")
+	}
+	if r := h.do(req{method: "DELETE", path: "/api/v1/environments/default", key: h.admin}); r.status != 204 {
+		t.Fatalf("delete env: %d", r.status)
+	}
+	if m := metrics(); strings.Contains(m, `environment="default"`) {
+		t.Errorf("the deleted environment's series are still exported")
+	}
+}
