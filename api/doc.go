@@ -16,12 +16,13 @@
 // good one keeps being served. When the store is unreachable evaluation
 // carries on with what it has (fail static).
 //
-// API keys are looked up by the SHA-256 of the secret and cached in memory
-// for two seconds, so evaluation asks the key store at most once per key
-// every two seconds. Revoking a key through a replica drops it from that
-// replica's cache at once; other replicas stop accepting it within the two
-// seconds. While the key store is unreachable a key seen before keeps
-// working; an unknown one gets 503.
+// API keys are looked up by the SHA-256 of the secret and cached in memory.
+// An entry older than two seconds is still used while one background
+// refresh per key asks the key store again, so evaluation never waits on
+// the store for a key it has seen. Revoking a key through a replica drops
+// it from that replica's cache at once; other replicas stop accepting it
+// within about two seconds (the TTL plus one refresh). While the key store
+// is unreachable a key seen before keeps working; an unknown one gets 503.
 //
 // # Admin API
 //
