@@ -343,19 +343,6 @@ func parseSemver(s string) (semver, bool) {
 	return v, true
 }
 
-// isNumericIdent: digits without a leading zero (except "0" itself).
-func isNumericIdent(s string) bool {
-	if s == "" || len(s) > 1 && s[0] == '0' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // validIdents checks dot-separated identifiers of [0-9A-Za-z-]; in a
 // pre-release, numeric identifiers must not have leading zeros.
 func validIdents(s string, pre bool) bool {

@@ -147,7 +147,7 @@ func docTree(doc *Document, ps *problems) *node {
 		if f.Variants != nil {
 			v, err := fromGo(map[string]any(f.Variants), joinPath(path, "variants"), 0)
 			if err != nil {
-				ps.add(joinPath(path, "variants"), "%v", trimPathPrefix(err, joinPath(path, "variants")))
+				ps.addErr(joinPath(path, "variants"), err)
 			} else {
 				set("variants", v)
 			}
@@ -166,7 +166,7 @@ func docTree(doc *Document, ps *problems) *node {
 		if f.Metadata != nil {
 			v, err := fromGo(map[string]any(f.Metadata), joinPath(path, "metadata"), 0)
 			if err != nil {
-				ps.add(joinPath(path, "metadata"), "%v", trimPathPrefix(err, joinPath(path, "metadata")))
+				ps.addErr(joinPath(path, "metadata"), err)
 			} else {
 				set("metadata", v)
 			}
@@ -192,20 +192,12 @@ func docTree(doc *Document, ps *problems) *node {
 	if doc.Metadata != nil {
 		v, err := fromGo(doc.Metadata, "metadata", 0)
 		if err != nil {
-			ps.add("metadata", "%v", trimPathPrefix(err, "metadata"))
+			ps.addErr("metadata", err)
 		} else {
 			add("metadata", v)
 		}
 	}
 	return root
-}
-
-func trimPathPrefix(err error, path string) string {
-	s := err.Error()
-	if rest, ok := strings.CutPrefix(s, path+": "); ok {
-		return rest
-	}
-	return s
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -475,3 +475,37 @@ func TestFlowStyleJSONErrorsAreNotReadAsYAML(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestCompileGoBuiltDocument(t *testing.T) {
+	on := "ten"
+	doc := &Document{
+		Flags: map[string]*Flag{
+			"limit": {State: Enabled, Variants: map[string]any{"ten": 10, "big": int64(1) << 40}, DefaultVariant: &on},
+			"cfg": {State: Enabled, Variants: map[string]any{"a": map[string]any{"tags": []string{"x", "y"}, "n": uint8(3)}},
+				Targeting: json.RawMessage(`{"if": [{"in": ["@example.com", {"var": "email"}]}, "a"]}`)},
+		},
+		Metadata: map[string]any{"rev": 7},
+	}
+	s, err := Compile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, r := s.Int("limit", 0, nil); v != 10 || r.Variant != "ten" {
+		t.Errorf("Int = %v %+v", v, r)
+	}
+	v, r := s.Object("cfg", nil, map[string]any{"email": "a@example.com"})
+	want := map[string]any{"tags": []any{"x", "y"}, "n": 3.0}
+	if !reflect.DeepEqual(v, want) || r.Reason != ReasonTargetingMatch {
+		t.Errorf("Object = %#v %+v", v, r)
+	}
+	if s.Metadata()["rev"] != 7.0 {
+		t.Errorf("metadata = %#v", s.Metadata())
+	}
+	bad := &Document{Flags: map[string]*Flag{"f": {State: Enabled, Variants: map[string]any{"a": func() {}}}}}
+	if _, err := Compile(bad); err == nil || !strings.Contains(err.Error(), "flags.f.variants.a: value of type func() cannot be represented in JSON") {
+		t.Errorf("err = %v", err)
+	}
+	if _, err := Compile(nil); err == nil {
+		t.Error("Compile(nil) succeeded")
+	}
+}

@@ -725,7 +725,6 @@ func (e *env) evalIter(o *op) value {
 	saveScope, saveRed := e.scope, e.red
 	defer func() { e.scope, e.red = saveScope, saveRed }()
 	e.red = nil
-	count := 0
 	for i := range n {
 		item := arrAt(list, i)
 		e.scope = &item
@@ -746,11 +745,7 @@ func (e *env) evalIter(o *op) value {
 			}
 		case opNone, opSome:
 			if truthy(r) {
-				count++
-				if o.code == opSome {
-					return vTrue
-				}
-				return vFalse
+				return vBool(o.code == opSome)
 			}
 		}
 	}
@@ -758,7 +753,7 @@ func (e *env) evalIter(o *op) value {
 	case opAll:
 		return vBool(n > 0)
 	case opNone:
-		return vBool(count == 0)
+		return vTrue
 	case opSome:
 		return vFalse
 	}

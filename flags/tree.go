@@ -464,7 +464,7 @@ func fromGo(v any, path string, depth int) (*node, error) {
 	case json.Number:
 		f, err := strconv.ParseFloat(string(t), 64)
 		if err != nil || math.IsInf(f, 0) {
-			return nil, fmt.Errorf("%s: %q is not a finite number", path, string(t))
+			return nil, &pathError{path, fmt.Sprintf("%q is not a finite number", string(t))}
 		}
 		return &node{kind: nNum, num: f, raw: string(t)}, nil
 	case []any:
@@ -491,11 +491,35 @@ func fromGo(v any, path string, depth int) (*node, error) {
 	}
 	if f, ok := toFloat(v); ok {
 		if math.IsInf(f, 0) || math.IsNaN(f) {
-			return nil, fmt.Errorf("%s: %v is not a finite number", path, v)
+			return nil, &pathError{path, fmt.Sprintf("%v is not a finite number", v)}
 		}
 		return &node{kind: nNum, num: f, raw: strconv.FormatFloat(f, 'g', -1, 64)}, nil
 	}
-	return nil, fmt.Errorf("%s: unsupported value of type %T", path, v)
+	// Other Go values ([]string, structs, ...) count as what they marshal to.
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, &pathError{path, fmt.Sprintf("value of type %T cannot be represented in JSON: %v", v, err)}
+	}
+	var ps problems
+	n, err := parseJSONTree(data, &ps, path)
+	if err != nil || len(ps) > 0 {
+		return nil, &pathError{path, fmt.Sprintf("value of type %T cannot be represented in JSON", v)}
+	}
+	return n, nil
+}
+
+// pathError is a problem with one value, at its JSON path.
+type pathError struct{ path, msg string }
+
+func (e *pathError) Error() string { return e.path + ": " + e.msg }
+
+// addErr records err as a problem, at its own path when it has one.
+func (ps *problems) addErr(path string, err error) {
+	if pe, ok := err.(*pathError); ok {
+		ps.add(pe.path, "%s", pe.msg)
+		return
+	}
+	ps.add(path, "%v", err)
 }
 
 // toFloat converts Go's numeric types to float64.
