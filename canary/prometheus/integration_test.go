@@ -159,7 +159,9 @@ func TestAgainstRealPrometheus(t *testing.T) {
 		waitScrapes(t, 2)
 		set(t, workload.Baseline, workload.Behavior{Gauge: 5})
 		waitScrapes(t, 2)
-		end := time.Now()
+		// Prometheus keeps timestamps in whole milliseconds and rounds what it is sent,
+		// so bound the points with millisecond times.
+		end := time.Now().Truncate(time.Millisecond)
 		start := end.Add(-3 * time.Second)
 		series, err := src.Range(ctx, workload.GaugeMetric, start, end, time.Second)
 		if err != nil {
