@@ -68,9 +68,9 @@ func (m *Memory) lock(ctx context.Context) error {
 		return err
 	}
 	m.mu.Lock()
-	if m.down != nil {
+	if err := m.down; err != nil {
 		m.mu.Unlock()
-		return m.down
+		return err
 	}
 	return nil
 }
