@@ -18,44 +18,15 @@ type flagState struct {
 	version int64 // 0 for a bootstrap file
 	etag    string
 	doc     json.RawMessage // the flagd document as received, for the cache
-	// filtered holds, for the flags whose metadata has values OpenFeature
-	// metadata cannot carry (objects, arrays, null), the metadata without
-	// them, as OFREP serves it. Other flags hand out the engine's map.
-	filtered map[string]openfeature.FlagMetadata
 }
 
 func newFlagState(set *flags.Set, env string, version int64, etag string, doc json.RawMessage) *flagState {
-	s := &flagState{set: set, env: env, version: version, etag: etag, doc: doc}
-	for _, key := range set.Keys() {
-		meta := set.Evaluate(key, nil).Metadata
-		if allPrimitive(meta) {
-			continue
-		}
-		if s.filtered == nil {
-			s.filtered = map[string]openfeature.FlagMetadata{}
-		}
-		m := openfeature.FlagMetadata{}
-		for k, v := range meta {
-			if primitive(v) {
-				m[k] = v
-			}
-		}
-		s.filtered[key] = m
-	}
-	return s
-}
-
-func allPrimitive(m map[string]any) bool {
-	for _, v := range m {
-		if !primitive(v) {
-			return false
-		}
-	}
-	return true
+	return &flagState{set: set, env: env, version: version, etag: etag, doc: doc}
 }
 
 // primitive reports whether v is a value flag metadata may hold: a
-// boolean, a string or a finite number.
+// boolean, a string or a finite number. (The engine accepts only those in
+// flag sets; OFREP answers are checked with it.)
 func primitive(v any) bool {
 	switch t := v.(type) {
 	case bool, string, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32:
@@ -66,15 +37,11 @@ func primitive(v any) bool {
 	return false
 }
 
-// detail converts an engine resolution to OpenFeature's.
+// detail converts an engine resolution to OpenFeature's. The metadata map
+// is the engine's shared one: the SDK copies it before handing it out.
 func (s *flagState) detail(r *flags.Resolution) openfeature.ProviderResolutionDetail {
-	d := openfeature.ProviderResolutionDetail{Reason: openfeature.Reason(r.Reason), Variant: r.Variant}
-	d.FlagMetadata = openfeature.FlagMetadata(r.Metadata)
-	if s.filtered != nil {
-		if m, ok := s.filtered[r.Key]; ok {
-			d.FlagMetadata = m
-		}
-	}
+	d := openfeature.ProviderResolutionDetail{Reason: openfeature.Reason(r.Reason), Variant: r.Variant,
+		FlagMetadata: openfeature.FlagMetadata(r.Metadata)}
 	if r.ErrorCode != flags.ErrorNone {
 		d.ResolutionError = resolutionError(openfeature.ErrorCode(r.ErrorCode), r.ErrorMessage)
 		d.Reason = openfeature.ErrorReason

@@ -52,6 +52,9 @@ type flagServer struct {
 	// ofrepOverride, when set, answers OFREP single evaluations instead.
 	ofrepOverride atomic.Pointer[http.HandlerFunc]
 	ofrepRequests atomic.Int32
+	// eventsStatus, when set before the provider starts, decides the
+	// events endpoint's status; only 2xx batches are recorded.
+	eventsStatus func() int
 }
 
 func newFlagServer(t *testing.T, doc string) *flagServer {
@@ -182,8 +185,14 @@ func (s *flagServer) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		s.batches <- b
-		w.WriteHeader(http.StatusAccepted)
+		status := http.StatusAccepted
+		if s.eventsStatus != nil {
+			status = s.eventsStatus()
+		}
+		if status/100 == 2 {
+			s.batches <- b
+		}
+		w.WriteHeader(status)
 	default:
 		http.NotFound(w, r)
 	}

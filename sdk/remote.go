@@ -53,11 +53,12 @@ func failed(code openfeature.ErrorCode, msg string) remoteResult {
 }
 
 // evaluate asks the server for one flag. It never panics and maps every
-// outcome to a result: HTTP 200 a success; 400 and 404 the OFREP error code
-// in the body (404 without one: FLAG_NOT_FOUND, 400: GENERAL); 401 and 403
-// PROVIDER_FATAL; 429 GENERAL, and no request until Retry-After has
-// passed; 5xx, other statuses, transport failures and timeouts GENERAL; an
-// undecodable body PARSE_ERROR.
+// outcome to a result: HTTP 200 a success (an undecodable body:
+// PARSE_ERROR); 400 and 404 the OFREP error code in the body (an unknown
+// code: GENERAL; none: FLAG_NOT_FOUND for 404, GENERAL for 400); 401 and
+// 403 PROVIDER_FATAL; 429 GENERAL, and no request until Retry-After has
+// passed (1 s without the header); 5xx, other statuses, transport failures
+// and timeouts GENERAL.
 func (c *remoteClient) evaluate(ctx context.Context, flag string, flatCtx openfeature.FlattenedContext) remoteResult {
 	if until := c.retryAt.Load(); until != 0 {
 		if wait := time.Duration(until - c.now().UnixNano()); wait > 0 {
@@ -95,7 +96,10 @@ func (c *remoteClient) evaluate(ctx context.Context, flag string, flatCtx openfe
 		c.healthyAgain()
 		var ev ofrep.Evaluation
 		if err := json.Unmarshal(data, &ev); err != nil {
-			return failed(openfeature.ParseErrorCode, fmt.Sprintf("undecodable OFREP response (%s): %v", resp.Status, err))
+			if s == http.StatusOK {
+				return failed(openfeature.ParseErrorCode, fmt.Sprintf("undecodable OFREP response: %v", err))
+			}
+			ev = ofrep.Evaluation{} // an error status without OFREP's body: the status decides
 		}
 		ev.Metadata = primitives(ev.Metadata)
 		if s == http.StatusOK && ev.ErrorCode == "" {
