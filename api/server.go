@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/flagpole/flagpole/auth"
+	"github.com/flagpole/flagpole/canary"
 	"github.com/flagpole/flagpole/flags"
 )
 
@@ -48,6 +49,9 @@ type Config struct {
 	// SyncInterval is how often the server re-reads every environment's
 	// version as a safety net for missed change notifications; 0 means 5s.
 	SyncInterval time.Duration
+	// Analyses holds canary analysis templates and runs; nil leaves the
+	// analysis routes answering 503.
+	Analyses canary.Store
 }
 
 // Defaults.
@@ -90,6 +94,8 @@ type Server struct {
 	changed    chan struct{}
 
 	routePaths map[string]bool // the route templates, for metric labels
+
+	an *analyses // nil without Config.Analyses
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -147,6 +153,9 @@ func New(cfg Config) (*Server, error) {
 	if s.m, err = newMetrics(s.reg); err != nil {
 		return nil, fmt.Errorf("api: registering metrics: %w", err)
 	}
+	if s.an, err = newAnalyses(s, cfg.Analyses); err != nil {
+		return nil, fmt.Errorf("api: registering analysis metrics: %w", err)
+	}
 	s.keys = newKeyCache(cfg.Keys, keyCacheTTL, func() time.Time { return s.now() })
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit)
@@ -197,6 +206,7 @@ func (s *Server) routes() *echo.Echo {
 	v1.POST("/keys", s.withKey(s.createKey))
 	v1.GET("/keys", s.withKey(s.listKeys))
 	v1.DELETE("/keys/:id", s.withKey(s.revokeKey))
+	s.analysisRoutes(v1)
 	v1.GET("/openapi.json", s.openAPI)
 
 	e.GET("/healthz", s.healthz)
