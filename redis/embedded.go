@@ -344,6 +344,7 @@ type fileEntry struct {
 	Set    []blob        `json:"set,omitempty"`
 	List   []blob        `json:"list,omitempty"`
 	ZSet   []zMember     `json:"zset,omitempty"`
+	Stream []streamEntry `json:"stream,omitempty"`
 }
 
 type zMember struct {
@@ -393,6 +394,8 @@ func (e *embedded) dump() ([]byte, error) {
 				}
 				return compareBlob(a.Member, b.Member)
 			})
+		case "stream":
+			fe.Stream, err = dumpStream(e.m, k)
 		case "none":
 			continue
 		default:
@@ -471,6 +474,8 @@ func (e *embedded) loadSnapshot() (uint64, error) {
 					break
 				}
 			}
+		case "stream":
+			err = loadStream(e.m, k, fe.Stream)
 		default:
 			err = fmt.Errorf("type %q is not supported", fe.Type)
 		}

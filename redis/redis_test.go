@@ -413,7 +413,7 @@ func TestEmbeddedRejectsDamagedFile(t *testing.T) {
 	tests := []struct{ name, content string }{
 		{"not JSON", "{{{"},
 		{"wrong format", `{"format":"something-else","keys":[]}`},
-		{"unknown type", `{"format":"flagpole-embedded-redis/1","keys":[{"key":"k","type":"stream"}]}`},
+		{"unknown type", `{"format":"flagpole-embedded-redis/1","keys":[{"key":"k","type":"vectorset"}]}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
