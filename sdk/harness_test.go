@@ -34,8 +34,9 @@ const (
 // engine as the server does, and an events endpoint that records batches.
 // It can be stopped and started again on the same address.
 type flagServer struct {
-	t    *testing.T
-	addr string
+	t         testing.TB
+	addr      string
+	heartbeat time.Duration
 
 	mu      sync.Mutex
 	version int64
@@ -57,9 +58,15 @@ type flagServer struct {
 	eventsStatus func() int
 }
 
-func newFlagServer(t *testing.T, doc string) *flagServer {
+func newFlagServer(t testing.TB, doc string) *flagServer {
 	t.Helper()
-	s := &flagServer{t: t, lastIDs: make(chan string, 100), batches: make(chan ofrep.TrackingBatch, 100)}
+	return newFlagServerHeartbeat(t, doc, 50*time.Millisecond)
+}
+
+// newFlagServerHeartbeat is newFlagServer with the hub's heartbeat interval.
+func newFlagServerHeartbeat(t testing.TB, doc string, heartbeat time.Duration) *flagServer {
+	t.Helper()
+	s := &flagServer{t: t, heartbeat: heartbeat, lastIDs: make(chan string, 100), batches: make(chan ofrep.TrackingBatch, 100)}
 	s.setFlags(doc)
 	s.start()
 	t.Cleanup(s.stop)
@@ -69,7 +76,11 @@ func newFlagServer(t *testing.T, doc string) *flagServer {
 func (s *flagServer) url() string { return "http://" + s.addr }
 
 // setFlags installs a new version of the flag set and publishes it.
-func (s *flagServer) setFlags(doc string) {
+func (s *flagServer) setFlags(doc string) { s.setFlagsThen(doc, nil) }
+
+// setFlagsThen is setFlags calling beforePublish (if set) just before the
+// hub publishes, after the test server's own work.
+func (s *flagServer) setFlagsThen(doc string, beforePublish func()) {
 	s.t.Helper()
 	set, err := flags.Load([]byte(doc))
 	if err != nil {
@@ -80,6 +91,9 @@ func (s *flagServer) setFlags(doc string) {
 	s.doc, s.set = []byte(doc), set
 	v, hub := s.version, s.hub
 	s.mu.Unlock()
+	if beforePublish != nil {
+		beforePublish()
+	}
 	if hub != nil {
 		hub.Publish(testEnv, v, etagOf(v), []byte(doc))
 	}
@@ -95,7 +109,7 @@ func (s *flagServer) current() (int64, string, []byte, bool) {
 
 func (s *flagServer) start() {
 	s.t.Helper()
-	hub, err := stream.NewHub(stream.Options{Heartbeat: 50 * time.Millisecond})
+	hub, err := stream.NewHub(stream.Options{Heartbeat: s.heartbeat})
 	if err != nil {
 		s.t.Fatal(err)
 	}

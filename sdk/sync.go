@@ -145,11 +145,17 @@ func (p *Provider) apply(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("flag set version %d: %w", msg.Version, err)
 	}
-	var oldSet *flags.Set
-	if old != nil {
-		oldSet = old.set
+	// A change event names the flags changed since the version this
+	// stream delivered before it (the hub sends a connected subscriber
+	// every version in order or drops it); a snapshot is compared here.
+	changed := msg.Changed
+	if len(changed) == 0 || old == nil {
+		var oldSet *flags.Set
+		if old != nil {
+			oldSet = old.set
+		}
+		changed = changedFlags(oldSet, set)
 	}
-	changed := changedFlags(oldSet, set)
 	p.current.Store(newFlagState(set, p.cfg.env, msg.Version, msg.ETag, msg.Flags))
 	p.saveCache(msg)
 	p.announce(p.markSynced(old != nil, changed))

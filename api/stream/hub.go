@@ -511,7 +511,13 @@ func compactJSON(doc []byte) ([]byte, error) {
 // every flag counts as changed (flag metadata inherits the set's, and
 // targeting may use the evaluators). With no previous document every flag
 // of the new one is new. It returns nil when a document cannot be parsed.
+//
+// Documents in the map form (as the server stores them, canonical) are
+// compared flag by flag on their JSON; other forms go through flags.Parse.
 func changedKeys(prev, next []byte) []string {
+	if keys, ok := changedRaw(prev, next); ok {
+		return keys
+	}
 	nd, err := flags.Parse(next)
 	if err != nil {
 		return nil
@@ -537,6 +543,41 @@ func changedKeys(prev, next []byte) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// rawDoc is a flag document read only as far as diffing needs.
+type rawDoc struct {
+	Flags      map[string]json.RawMessage `json:"flags"`
+	Evaluators json.RawMessage            `json:"$evaluators"`
+	Metadata   json.RawMessage            `json:"metadata"`
+}
+
+// changedRaw diffs two compact documents in the map form by raw JSON; ok
+// is false when either is in another form.
+func changedRaw(prev, next []byte) (keys []string, ok bool) {
+	var nd, pd rawDoc
+	if json.Unmarshal(next, &nd) != nil || nd.Flags == nil {
+		return nil, false
+	}
+	if prev == nil {
+		return slices.Sorted(maps.Keys(nd.Flags)), true
+	}
+	if json.Unmarshal(prev, &pd) != nil || pd.Flags == nil {
+		return nil, false
+	}
+	all := !bytes.Equal(pd.Evaluators, nd.Evaluators) || !bytes.Equal(pd.Metadata, nd.Metadata)
+	for k, f := range nd.Flags {
+		if all || !bytes.Equal(pd.Flags[k], f) {
+			keys = append(keys, k)
+		}
+	}
+	for k := range pd.Flags {
+		if _, ok := nd.Flags[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys, true
 }
 
 // flagEqual compares two definitions, ignoring the key that the array form

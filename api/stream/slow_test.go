@@ -79,8 +79,8 @@ func TestSlowSubscriberIsDroppedWithoutSlowingOthers(t *testing.T) {
 		for v := int64(2); v <= 6; v++ {
 			fs.set(v, `"e"`, docV2)
 			h.Publish("prod", v, `"e"`, []byte(docV2)) // would deadlock the bubble if it blocked
+			synctest.Wait()                            // the fast reader keeps up; the slow one's queue (2) fills
 		}
-		synctest.Wait()
 
 		got := fast.drain()
 		for _, id := range []string{"id: 1\nevent: snapshot", "id: 2\nevent: change", "id: 6\nevent: change"} {
