@@ -38,7 +38,9 @@ func usagef(cmd *cobra.Command, format string, args ...any) error {
 
 // run executes the flagpole command line args and returns the process exit
 // code: 0 on success, 1 for any failure (usage errors, API errors, a server
-// that cannot start). Errors are written to stderr; results to stdout.
+// that cannot start), or the code a command chose (analysis gate and watch:
+// 2 for an analysis that ended without a decision). Errors are written to
+// stderr; results to stdout.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	a := &app{getenv: getenv, stdin: os.Stdin, stdout: stdout, stderr: stderr}
 	root := a.rootCommand()
@@ -49,6 +51,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	var ee *exitError // a command that chose its exit code (analysis gate)
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			a.printError(err)
+		}
+		return ee.code
 	}
 	a.printError(err)
 	return 1
@@ -74,10 +83,12 @@ and lets release engineers change them through an HTTP API and this CLI.
   flagpole serve ...            run the server (see 'flagpole serve --help')
   flagpole flags list           list the flags of an environment
   flagpole eval KEY --context   evaluate a flag as an SDK would
+  flagpole analysis gate ...    gate a deployment on a canary analysis
 
 Client commands find the server through --url or FLAGPOLE_URL (default
 http://127.0.0.1:8080) and authenticate with --token or FLAGPOLE_TOKEN.
-Every command exits 0 on success and 1 on any error.`,
+Every command exits 0 on success and 1 on any error ('analysis gate' and
+'analysis watch' exit 2 for an analysis that ended without a decision).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          unknownSubcommand,
@@ -95,6 +106,8 @@ Every command exits 0 on success and 1 on any error.`,
 		a.evalCommand(),
 		a.auditCommand(),
 		a.keysCommand(),
+		a.templatesCommand(),
+		a.analysisCommand(),
 	)
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root

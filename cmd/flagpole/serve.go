@@ -52,6 +52,7 @@ type serveFlags struct {
 	rateLimit       float64
 	shutdownTimeout time.Duration
 	noopBench       bool
+	analysis        analysisServeFlags
 }
 
 func (a *app) serveCommand() *cobra.Command {
@@ -79,6 +80,11 @@ exists, one is created and printed once on standard error.
 FLAGPOLE_DATA_DIR, FLAGPOLE_REDIS_URL, FLAGPOLE_REDIS_PREFIX,
 FLAGPOLE_LOG_FORMAT and FLAGPOLE_LOG_LEVEL stand in for the flags of the
 same names.
+
+Canary analysis: templates and analyses live in the same store. With
+--prometheus-url (or FLAGPOLE_PROMETHEUS_URL; a bearer token may be given in
+FLAGPOLE_PROMETHEUS_TOKEN) this replica also executes analyses: every replica
+with it shares the work, each measurement taken exactly once.
 
 SIGINT or SIGTERM stop the server gracefully: it stops accepting connections,
 lets in-flight requests finish (up to --shutdown-timeout) and closes the store.`,
@@ -109,6 +115,7 @@ lets in-flight requests finish (up to --shutdown-timeout) and closes the store.`
 	fs.BoolVar(&o.noopBench, "noop-bench", false, "serve POST /_bench/noop, a no-op handler for load-test comparisons")
 	_ = fs.MarkHidden("watch-interval")
 	_ = fs.MarkHidden("noop-bench")
+	addAnalysisServeFlags(fs, &o.analysis)
 	return cmd
 }
 
@@ -171,7 +178,7 @@ func (a *app) resolveServeFlags(cmd *cobra.Command, o *serveFlags) error {
 	if k := a.getenv(envAdminKey); k != "" && len(k) < minAdminKeyLen {
 		return usagef(cmd, "%s: must be at least %d characters", envAdminKey, minAdminKeyLen)
 	}
-	return nil
+	return a.resolveAnalysisServeFlags(cmd, &o.analysis)
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -233,6 +240,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		Registry:    reg,
 		CORSOrigins: o.corsOrigins,
 		RateLimit:   o.rateLimit,
+		Analyses:    store,
 	})
 	if err != nil {
 		return fmt.Errorf("configuring the API: %w", err)
@@ -250,6 +258,11 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 	var wg sync.WaitGroup
 	runErr := make(chan error, 1)
 	wg.Go(func() { runErr <- server.Run(runCtx) })
+	if err := a.startAnalysisRunner(runCtx, &wg, &o.analysis, store, server, reg, log); err != nil {
+		stopRun()
+		wg.Wait()
+		return err
+	}
 
 	// Bootstrap the admin key and seed the flag file before accepting
 	// requests when the store answers; otherwise keep trying in the background.
