@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/flagpole/flagpole/api/stream"
 	"github.com/flagpole/flagpole/auth"
 	"github.com/flagpole/flagpole/canary"
 	"github.com/flagpole/flagpole/flags"
@@ -52,6 +53,9 @@ type Config struct {
 	// Analyses holds canary analysis templates and runs; nil leaves the
 	// analysis routes answering 503.
 	Analyses canary.Store
+	// Events stores the tracking events SDKs send; nil leaves the events
+	// route answering 503.
+	Events EventAppender
 }
 
 // Defaults.
@@ -96,6 +100,11 @@ type Server struct {
 	routePaths map[string]bool // the route templates, for metric labels
 
 	an *analyses // nil without Config.Analyses
+
+	hub    *stream.Hub // change streams (streams.go)
+	feed   *streamFeed
+	events EventAppender // nil without Config.Events
+	ev     *eventMetrics
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -156,6 +165,13 @@ func New(cfg Config) (*Server, error) {
 	if s.an, err = newAnalyses(s, cfg.Analyses); err != nil {
 		return nil, fmt.Errorf("api: registering analysis metrics: %w", err)
 	}
+	if s.ev, err = newEventMetrics(s.reg); err != nil {
+		return nil, fmt.Errorf("api: registering event metrics: %w", err)
+	}
+	s.events, s.feed = cfg.Events, newStreamFeed()
+	if s.hub, err = stream.NewHub(stream.Options{Logger: s.log, Registerer: s.reg}); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	s.keys = newKeyCache(cfg.Keys, keyCacheTTL, func() time.Time { return s.now() })
 	if cfg.RateLimit > 0 {
 		s.limiter = newRateLimiter(cfg.RateLimit)
@@ -203,6 +219,8 @@ func (s *Server) routes() *echo.Echo {
 	v1.GET("/environments/:env/flagset", s.withKey(s.exportFlagset))
 	v1.PUT("/environments/:env/flagset", s.withKey(s.importFlagset))
 	v1.GET("/environments/:env/audit", s.withKey(s.listAudit))
+	v1.GET("/environments/:env/stream", s.withKey(s.streamFlags))
+	v1.POST("/environments/:env/events", s.withKey(s.postEvents))
 	v1.POST("/keys", s.withKey(s.createKey))
 	v1.GET("/keys", s.withKey(s.listKeys))
 	v1.DELETE("/keys/:id", s.withKey(s.revokeKey))

@@ -26,7 +26,8 @@ type envState struct {
 	keys    []string
 	flags   map[string]*flagEntry
 	ordered []*flagEntry // in key order, for bulk evaluation
-	// bulkTail is `],"metadata":{...}}`, the end of every bulk body.
+	// bulkTail is `],"eventStreams":[...],"metadata":{...}}`, the end of
+	// every bulk body.
 	bulkTail []byte
 	// superseded is closed when another version replaces this one or the
 	// environment is removed: a cheap broadcast for anything that follows
@@ -140,8 +141,8 @@ func buildEnvState(snap flags.Snapshot) (*envState, error) {
 		st.flags[key] = fe
 		st.ordered = append(st.ordered, fe)
 	}
-	tail := []byte(`],"metadata":`)
-	tail = appendMetadata(tail, setMeta)
+	tail := appendEventStreams([]byte(`]`), snap.Env)
+	tail = appendMetadata(append(tail, `,"metadata":`...), setMeta)
 	st.bulkTail = append(tail, '}')
 	return st, nil
 }
@@ -299,6 +300,7 @@ func (s *Server) loadSnapshot(snap flags.Snapshot) error {
 	if cur != nil {
 		close(cur.superseded)
 	}
+	s.streamChanged(st.name)
 	s.m.setVersion.WithLabelValues(st.name).Set(float64(st.version))
 	s.m.setFlags.WithLabelValues(st.name).Set(float64(len(st.keys)))
 	if cur != nil {
@@ -328,6 +330,7 @@ func (s *Server) removeEnv(name string) {
 	delete(next, name)
 	s.envs.Store(&next)
 	close(cur.superseded)
+	s.streamChanged(name)
 	delete(s.badVersion, name)
 	s.m.setVersion.DeleteLabelValues(name)
 	s.m.setFlags.DeleteLabelValues(name)
@@ -447,9 +450,12 @@ func (s *Server) storeOK() {
 // (reloading only that environment), re-reads everything the store marks
 // for resync, and polls every SyncInterval as a safety net. While the store
 // is unreachable it keeps serving what it has and retries. Ready reports
-// true once the first load succeeded. Run returns nil when ctx ends; it
-// must be called once.
+// true once the first load succeeded. It publishes every change to the
+// change streams, and ends them when ctx ends. Run returns nil when ctx
+// ends; it must be called once.
 func (s *Server) Run(ctx context.Context) error {
+	stopStreams := s.startStreams(ctx)
+	defer stopStreams()
 	backoff := 100 * time.Millisecond
 	for {
 		err := s.loadAll(ctx)

@@ -97,11 +97,22 @@ type BulkResponse struct {
 }
 
 // EventStream advertises a connection that announces changes, so that a
-// client re-fetches the bulk evaluation instead of polling.
+// client re-fetches the bulk evaluation instead of polling (OFREP ADR
+// 0008). It gives either an absolute URL or an Endpoint.
 type EventStream struct {
-	Type               string `json:"type"` // "sse"
-	URL                string `json:"url"`
-	InactivityDelaySec int    `json:"inactivityDelaySec,omitempty"`
+	Type               string               `json:"type"` // "sse"
+	URL                string               `json:"url,omitempty"`
+	Endpoint           *EventStreamEndpoint `json:"endpoint,omitempty"`
+	InactivityDelaySec int                  `json:"inactivityDelaySec,omitempty"`
+}
+
+// EventStreamEndpoint locates an event stream: RequestURI (path and query)
+// on Origin ("https://host:port"), or on the OFREP server's own origin when
+// Origin is empty. Flagpole advertises its change stream this way, since a
+// server does not know the origin its clients reach it by.
+type EventStreamEndpoint struct {
+	Origin     string `json:"origin,omitempty"`
+	RequestURI string `json:"requestUri"`
 }
 
 // BulkFailure is the 400 body of a bulk evaluation whose request was unusable.
