@@ -33,6 +33,10 @@ const (
 	envLogLevel    = "FLAGPOLE_LOG_LEVEL"
 )
 
+// embeddedEventLimit is about how many tracking events per environment the
+// embedded store keeps.
+const embeddedEventLimit = 100_000
+
 // minAdminKeyLen is the shortest FLAGPOLE_ADMIN_KEY accepted.
 const minAdminKeyLen = 16
 
@@ -87,7 +91,9 @@ FLAGPOLE_PROMETHEUS_TOKEN) this replica also executes analyses: every replica
 with it shares the work, each measurement taken exactly once.
 
 SIGINT or SIGTERM stop the server gracefully: it stops accepting connections,
-lets in-flight requests finish (up to --shutdown-timeout) and closes the store.`,
+ends the SDKs' change streams at once (they reconnect, to another replica if
+there is one), lets in-flight requests finish (up to --shutdown-timeout) and
+closes the store.`,
 		Example: `  flagpole serve --addr 127.0.0.1:8080 --data-dir .data --flags examples/flags.yaml --env default
   flagpole serve --addr :8080 --redis redis://redis:6379/0 --log-format json`,
 		Args: noArgs,
@@ -232,6 +238,12 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 	}()
 
 	svc := flags.NewService(store, nil)
+	// The embedded store rewrites its whole data file when it compacts, so
+	// it keeps fewer tracking events than Redis does.
+	eventLimit := int64(0)
+	if storeKind == "embedded" {
+		eventLimit = embeddedEventLimit
+	}
 	server, err := api.New(api.Config{
 		Store:       store,
 		Keys:        store,
@@ -241,6 +253,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		CORSOrigins: o.corsOrigins,
 		RateLimit:   o.rateLimit,
 		Analyses:    store,
+		Events:      store.EventLog(eventLimit),
 	})
 	if err != nil {
 		return fmt.Errorf("configuring the API: %w", err)
@@ -295,6 +308,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	hs.RegisterOnShutdown(server.CloseStreams) // SDKs' change streams would hold Shutdown up
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	log.Info("flagpole serving", "addr", ln.Addr().String(), "store", storeKind, "env", o.env, "flags", o.flagsFile, "watch", o.watch)
