@@ -101,6 +101,18 @@ func (s *flagServer) setFlagsThen(doc string, beforePublish func()) {
 
 func etagOf(v int64) string { return fmt.Sprintf(`"v%d"`, v) }
 
+// nextLastID returns the Last-Event-ID of the next stream request.
+func (s *flagServer) nextLastID() string {
+	s.t.Helper()
+	select {
+	case id := <-s.lastIDs:
+		return id
+	case <-time.After(10 * time.Second):
+		s.t.Fatal("no stream request within 10s")
+		return ""
+	}
+}
+
 func (s *flagServer) current() (int64, string, []byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

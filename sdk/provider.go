@@ -136,6 +136,9 @@ func (p *Provider) Hooks() []openfeature.Hook { return p.hooks }
 
 // EventChannel is where the provider announces state changes after Init
 // has returned (Init's own outcome is announced by the OpenFeature SDK).
+// The SDK drains it; a program using the provider without the SDK must
+// drain it too, or the flag-set updates it announces wait for it (they are
+// already served by then).
 func (p *Provider) EventChannel() <-chan openfeature.Event { return p.events }
 
 // Init starts the provider and waits up to the init timeout for the first
@@ -162,16 +165,22 @@ func (p *Provider) InitWithContext(ctx context.Context, _ openfeature.Evaluation
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.initTimeout)
 	defer cancel()
+	p.mu.Lock()
+	life := p.ctx.Done()
+	p.mu.Unlock()
 	select {
 	case <-p.synced:
 	case <-p.fatal:
 	case <-ctx.Done():
+	case <-life:
 	}
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.initDone = true
 	switch {
+	case p.shut:
+		return &openfeature.ProviderInitError{ErrorCode: openfeature.ProviderFatalCode, Message: "flagpole: " + errShutDown.Error()}
 	case p.st == statusFatal:
 		return &openfeature.ProviderInitError{ErrorCode: openfeature.ProviderFatalCode, Message: "flagpole: " + p.fatalErr.Error()}
 	case p.st == statusReady:

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -74,7 +75,7 @@ func TestResumeWithoutSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.expect(openfeature.ProviderReady)
-	if id := <-s.lastIDs; id != "" {
+	if id := s.nextLastID(); id != "" {
 		t.Errorf("first connection sent Last-Event-ID %q", id)
 	}
 	// Drop the connections only: the provider reconnects at version 1 and
@@ -86,7 +87,7 @@ func TestResumeWithoutSnapshot(t *testing.T) {
 	srv.CloseClientConnections()
 	a.expect(openfeature.ProviderStale)
 	a.expect(openfeature.ProviderReady)
-	if id := <-s.lastIDs; id != "1" {
+	if id := s.nextLastID(); id != "1" {
 		t.Errorf("reconnection sent Last-Event-ID %q, want 1", id)
 	}
 	a.quiet()
@@ -212,14 +213,14 @@ func TestCacheFile(t *testing.T) {
 		t.Fatalf("no cache file after the first snapshot: %v", err)
 	}
 	first.api.Shutdown(bg)
-	<-s.lastIDs
+	s.nextLastID()
 
 	t.Run("server up: resumes at the cached version", func(t *testing.T) {
 		a := newApp(t)
 		if err := a.start(fastOptions(s, WithCacheFile(cache))...); err != nil {
 			t.Fatal(err)
 		}
-		if id := <-s.lastIDs; id != "2" {
+		if id := s.nextLastID(); id != "2" {
 			t.Errorf("Last-Event-ID %q, want the cached version 2", id)
 		}
 		if c, _ := a.client.StringValue(bg, "color", "", openfeature.EvaluationContext{}); c != "#00f" {
@@ -244,6 +245,29 @@ func TestCacheFile(t *testing.T) {
 		if !reflect.DeepEqual(ev.FlagChanges, []string{"checkout"}) {
 			t.Errorf("changed %q, want [checkout]", ev.FlagChanges)
 		}
+	})
+	t.Run("same version with other content resyncs", func(t *testing.T) {
+		s.setFlags(flagDoc("on", "red"))
+		v, _, _, _ := s.current()
+		stale := filepath.Join(t.TempDir(), "stale.json")
+		msg := fmt.Sprintf(`{"environment":"prod","version":%d,"etag":"\"elsewhere\"","flags":%s}`, v, flagDoc("off", "blue"))
+		if err := os.WriteFile(stale, []byte(msg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for len(s.lastIDs) > 0 {
+			<-s.lastIDs
+		}
+		a := newApp(t)
+		if err := a.start(fastOptions(s, WithCacheFile(stale))...); err != nil {
+			t.Fatal(err)
+		}
+		if first, second := s.nextLastID(), s.nextLastID(); first != fmt.Sprint(v) || second != "" {
+			t.Errorf("Last-Event-IDs %q then %q, want %d (resume refused: other ETag) then none (snapshot)", first, second, v)
+		}
+		if c, _ := a.client.StringValue(bg, "color", "", openfeature.EvaluationContext{}); c != "#f00" {
+			t.Errorf("color %q, want the server's #f00", c)
+		}
+		a.api.Shutdown(bg)
 	})
 	t.Run("cache of another environment is ignored", func(t *testing.T) {
 		a := newApp(t)

@@ -168,8 +168,18 @@ func (p *Provider) resume(data []byte) error {
 	if err := json.Unmarshal(data, &msg); err != nil {
 		return fmt.Errorf("undecodable resume message: %w", err)
 	}
-	if s := p.current.Load(); s == nil || s.version != msg.Version {
+	s := p.current.Load()
+	if s == nil || s.version != msg.Version {
 		return fmt.Errorf("the server resumed at version %d, which this provider does not hold", msg.Version)
+	}
+	if s.etag != "" && msg.ETag != "" && s.etag != msg.ETag {
+		// Same version, other content (the environment was recreated, or
+		// the cache came from elsewhere): forget the version so that the
+		// next connection asks for a snapshot.
+		c := *s
+		c.version = 0
+		p.current.Store(&c)
+		return fmt.Errorf("the server's version %d is not the one held (ETag %s, not %s); resyncing", msg.Version, msg.ETag, s.etag)
 	}
 	p.announce(p.markSynced(true, nil))
 	return nil

@@ -158,3 +158,20 @@ func TestEvaluationBeforeInit(t *testing.T) {
 		t.Errorf("before Init: %+v", d)
 	}
 }
+
+func TestShutdownDuringInit(t *testing.T) {
+	p := NewProvider(WithURL("http://127.0.0.1:1"), WithInitTimeout(time.Minute), WithReconnectBackoff(time.Millisecond, 5*time.Millisecond))
+	done := make(chan error)
+	go func() { done <- p.Init(openfeature.EvaluationContext{}) }()
+	time.Sleep(20 * time.Millisecond) // Init is waiting for a server that is not there
+	p.Shutdown()
+	select {
+	case err := <-done:
+		var ie *openfeature.ProviderInitError
+		if !errors.As(err, &ie) || ie.ErrorCode != openfeature.ProviderFatalCode || !strings.Contains(ie.Message, "shut down") {
+			t.Errorf("Init = %v, want a fatal shut-down error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Init kept waiting after Shutdown")
+	}
+}
