@@ -218,7 +218,9 @@ func (p *Provider) start() error {
 				p.started = false
 				return err
 			}
-			p.log.Warn("flagpole: no local flags to start from", "err", err)
+			if p.cfg.bootstrap != "" || p.cfg.cacheFile != "" {
+				p.log.Warn("flagpole: no local flags to start from", "err", err)
+			}
 		}
 		if p.cfg.base == nil {
 			// Offline: the file is all there is.
