@@ -35,6 +35,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -218,7 +219,11 @@ func (p *Provider) start() error {
 				p.started = false
 				return err
 			}
-			if p.cfg.bootstrap != "" || p.cfg.cacheFile != "" {
+			switch {
+			case p.cfg.bootstrap == "" && p.cfg.cacheFile == "":
+			case p.cfg.bootstrap == "" && errors.Is(err, fs.ErrNotExist):
+				p.log.Debug("flagpole: no flag cache yet", "err", err) // first start
+			default:
 				p.log.Warn("flagpole: no local flags to start from", "err", err)
 			}
 		}
