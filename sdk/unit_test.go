@@ -175,3 +175,24 @@ func TestShutdownDuringInit(t *testing.T) {
 		t.Fatal("Init kept waiting after Shutdown")
 	}
 }
+
+// FuzzSSEReader feeds arbitrary bytes to the stream parser: it must never
+// panic, never return an event larger than its limit, and always end.
+func FuzzSSEReader(f *testing.F) {
+	f.Add("id: 1\nevent: snapshot\ndata: {}\n\n")
+	f.Add(": c\r\n\r\ndata: a\ndata: b\n\n")
+	f.Add("data")
+	f.Fuzz(func(t *testing.T, in string) {
+		r := newSSEReader(strings.NewReader(in), 64, nil)
+		for range len(in) + 1 {
+			ev, err := r.next()
+			if err != nil {
+				return
+			}
+			if len(ev.data) > 64 {
+				t.Fatalf("event of %d bytes beyond the 64-byte limit", len(ev.data))
+			}
+		}
+		t.Fatal("more events than input bytes")
+	})
+}
