@@ -79,6 +79,9 @@ type Hub struct {
 	mu     sync.Mutex
 	topics map[string]*topic
 	closed bool
+	// Drops are logged at most once a second (a burst can drop thousands).
+	lastDropLog     time.Time
+	droppedSinceLog int
 
 	done   chan struct{}
 	active sync.WaitGroup // Serve calls and the heartbeat loop
@@ -455,7 +458,11 @@ func (h *Hub) dropLocked(t *topic, s *subscriber, env string) {
 	s.dropped = true
 	close(s.gone)
 	h.m.drops.Inc()
-	h.log.Warn("stream: dropped a subscriber that fell behind; it will resync", "environment", env)
+	h.droppedSinceLog++
+	if now := time.Now(); now.Sub(h.lastDropLog) >= time.Second {
+		h.log.Warn("stream: dropped subscribers that fell behind; they will resync", "environment", env, "count", h.droppedSinceLog)
+		h.lastDropLog, h.droppedSinceLog = now, 0
+	}
 }
 
 // unsubscribe removes s from env's topic, and the topic when it holds
