@@ -347,6 +347,7 @@ func (r *Runner) keepLease(ctx context.Context, cancel context.CancelCauseFunc, 
 	defer close(done)
 	t := time.NewTicker(max(r.ttl/3, time.Millisecond))
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -358,15 +359,17 @@ func (r *Runner) keepLease(ctx context.Context, cancel context.CancelCauseFunc, 
 		switch {
 		case err == nil:
 			current <- nl
+			failing = false
 		case errors.Is(err, ErrLeaseLost), errors.Is(err, ErrNotFound):
 			current <- l
 			cancel(errLeaseLost)
 			return
 		default:
 			current <- l // keep trying; the fencing token still guards the write
-			if ctx.Err() == nil {
-				r.log.Warn("cannot renew analysis run lease", "run", l.RunID, "error", err)
+			if ctx.Err() == nil && !failing {
+				r.log.Warn("cannot renew analysis run lease; retrying", "run", l.RunID, "error", err)
 			}
+			failing = true
 		}
 	}
 }
