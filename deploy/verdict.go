@@ -1,0 +1,234 @@
+package deploy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/flagpole/flagpole/canary"
+)
+
+// The verdicts orchestrators see.
+const (
+	VerdictPass         = "pass"
+	VerdictFail         = "fail"
+	VerdictInconclusive = "inconclusive"
+	VerdictRunning      = "running"
+)
+
+// Verdict is an analysis's answer for orchestrators: Argo Rollouts reads it
+// with its web provider (successCondition result.verdict == "pass",
+// failureCondition result.verdict == "fail"), Flagger's hooks and CD gates
+// act on it. Final reports that the analysis has ended and the verdict
+// will not change.
+//
+// Phases map onto verdicts so: Pending and Running are "running" (the
+// latest look's score and metrics are shown); Successful is "pass";
+// Failed is "fail"; Inconclusive, Error (the metrics could not be
+// measured) and Cancelled are a final "inconclusive" — never a pass.
+type Verdict struct {
+	Verdict    string          `json:"verdict"`
+	Score      canary.Float    `json:"score"`
+	Final      bool            `json:"final"`
+	Reason     string          `json:"reason"`
+	AnalysisID string          `json:"analysisId"`
+	Phase      canary.Phase    `json:"phase"`
+	Metrics    []MetricSummary `json:"metrics"`
+}
+
+// MetricSummary is one metric's latest verdict with its effect estimate.
+type MetricSummary struct {
+	Metric   string            `json:"metric"`
+	Verdict  canary.Verdict    `json:"verdict"`
+	Critical bool              `json:"critical,omitempty"`
+	DryRun   bool              `json:"dryRun,omitempty"`
+	Reason   string            `json:"reason"`
+	Effect   canary.Float      `json:"effect"`
+	Lower    canary.Float      `json:"lower"`
+	Upper    canary.Float      `json:"upper"`
+	Unit     canary.EffectUnit `json:"unit,omitempty"`
+}
+
+// VerdictOf summarises a run for orchestrators. It never fails.
+func VerdictOf(r *canary.Run) Verdict {
+	v := Verdict{AnalysisID: r.ID, Phase: r.Phase, Score: canary.Float(math.NaN()), Metrics: []MetricSummary{}}
+	last := r.Last()
+	if last != nil {
+		v.Score = last.Score
+		for _, m := range last.Metrics {
+			v.Metrics = append(v.Metrics, MetricSummary{
+				Metric: m.Metric, Verdict: m.Verdict, Critical: m.Critical, DryRun: m.DryRun, Reason: m.Reason,
+				Effect: m.Evidence.Effect, Lower: m.Evidence.Lower, Upper: m.Evidence.Upper, Unit: m.Evidence.Unit,
+			})
+		}
+	}
+	lastReason := func() string {
+		if last == nil {
+			return ""
+		}
+		return last.Reason
+	}
+	switch r.Phase {
+	case canary.PhasePending:
+		v.Verdict = VerdictRunning
+		v.Reason = "warming up; the first measurement is due at " + r.NextAt.UTC().Format(time.RFC3339)
+	case canary.PhaseRunning:
+		v.Verdict = VerdictRunning
+		if last == nil {
+			v.Reason = "running; no measurement yet"
+		} else {
+			v.Reason = fmt.Sprintf("running; look %d of the analysis is %s: %s", last0(r), last.Verdict, last.Reason)
+		}
+	case canary.PhaseSuccessful:
+		v.Verdict, v.Final = VerdictPass, true
+	case canary.PhaseFailed:
+		v.Verdict, v.Final = VerdictFail, true
+	default: // Inconclusive, Error, Cancelled
+		v.Verdict, v.Final = VerdictInconclusive, true
+	}
+	if v.Final {
+		v.Reason = firstNonEmpty(r.Message, lastReason(), "the analysis ended "+strings.ToLower(string(r.Phase)))
+		if r.Phase == canary.PhaseError || r.Phase == canary.PhaseCancelled {
+			v.Reason = "the analysis ended " + strings.ToLower(string(r.Phase)) + ": " + v.Reason
+		}
+	}
+	return v
+}
+
+func last0(r *canary.Run) int {
+	if n := len(r.Steps); n > 0 {
+		return r.Steps[n-1].Number
+	}
+	return r.NextStep - 1
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// Analyses is what the orchestrator endpoints need from canary analysis:
+// a run per orchestrator session, started on first sight.
+type Analyses interface {
+	// Ensure returns the run with ID id, starting it from the named
+	// template with args when there is none (started reports which).
+	// Concurrent calls for one ID start one run. Errors: a
+	// *canary.ValidationError naming "template" (no such template) or the
+	// bad arguments; canary.ErrUnavailable (wrapped).
+	Ensure(ctx context.Context, id, template string, args canary.Args) (run canary.StoredRun, started bool, err error)
+	// Run returns a run. Errors: canary.ErrNotFound, canary.ErrUnavailable.
+	Run(ctx context.Context, id string) (canary.StoredRun, error)
+	// Cancel ends a run as Cancelled. Errors: canary.ErrNotFound,
+	// canary.ErrRunEnded, canary.ErrUnavailable.
+	Cancel(ctx context.Context, id, reason string) (canary.StoredRun, error)
+	// Templates lists the analysis templates.
+	Templates(ctx context.Context) ([]canary.StoredTemplate, error)
+}
+
+// NewAnalyses adapts a canary.Service: runs get the caller's IDs (derived
+// from the orchestrator's session), so that every replica, and every hook
+// of one session, finds the same run. now nil means time.Now.
+func NewAnalyses(svc *canary.Service, now func() time.Time) Analyses {
+	if now == nil {
+		now = time.Now
+	}
+	return &serviceAnalyses{svc: svc, now: now}
+}
+
+type serviceAnalyses struct {
+	svc *canary.Service
+	now func() time.Time
+}
+
+func (a *serviceAnalyses) Ensure(ctx context.Context, id, template string, args canary.Args) (canary.StoredRun, bool, error) {
+	store := a.svc.Store()
+	sr, err := store.Run(ctx, id)
+	if err == nil || !errors.Is(err, canary.ErrNotFound) {
+		return sr, false, err
+	}
+	if template == "" {
+		return canary.StoredRun{}, false, &canary.ValidationError{Problems: []canary.FieldError{{Field: "template", Message: "required to start the analysis"}}}
+	}
+	st, err := store.Template(ctx, template)
+	if errors.Is(err, canary.ErrNotFound) {
+		return canary.StoredRun{}, false, &canary.ValidationError{Problems: []canary.FieldError{{Field: "template", Message: fmt.Sprintf("no analysis template is named %q", template)}}}
+	}
+	if err != nil {
+		return canary.StoredRun{}, false, err
+	}
+	r, err := canary.NewRun(id, &st.Template, args, a.now().UTC())
+	if err != nil {
+		return canary.StoredRun{}, false, err
+	}
+	sr, err = store.CreateRun(ctx, r)
+	if errors.Is(err, canary.ErrExists) {
+		// Another replica (or hook) started it first.
+		sr, err = store.Run(ctx, id)
+		return sr, false, err
+	}
+	return sr, err == nil, err
+}
+
+func (a *serviceAnalyses) Run(ctx context.Context, id string) (canary.StoredRun, error) {
+	return a.svc.Store().Run(ctx, id)
+}
+
+func (a *serviceAnalyses) Cancel(ctx context.Context, id, reason string) (canary.StoredRun, error) {
+	return a.svc.Cancel(ctx, id, reason)
+}
+
+func (a *serviceAnalyses) Templates(ctx context.Context) ([]canary.StoredTemplate, error) {
+	return a.svc.Store().Templates(ctx)
+}
+
+// SessionRunID derives the analysis run ID of an orchestrator session:
+// source ("flagger", "argo"), then readable parts (lower-cased, other
+// characters replaced by '-', each at most 40, 115 in all), then 12
+// hexadecimal digits
+// of a SHA-256 of every part, so that distinct sessions get distinct IDs.
+// The result always passes canary.CheckRunID.
+func SessionRunID(source string, parts ...string) string {
+	h := sha256.New()
+	h.Write([]byte(source))
+	var b strings.Builder
+	b.WriteString(slug(source, 20))
+	for _, p := range parts {
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+		if s := slug(p, 40); s != "" {
+			b.WriteString("-" + s)
+		}
+	}
+	prefix := b.String()
+	if len(prefix) > 115 {
+		prefix = strings.TrimRight(prefix[:115], "-")
+	}
+	return prefix + "-" + hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+func slug(s string, most int) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+		if b.Len() >= most {
+			break
+		}
+	}
+	return strings.TrimRight(b.String(), "-")
+}
