@@ -267,11 +267,16 @@ func (s *Sender) Notify(ctx context.Context, n canary.Notification) (canary.Noti
 	}
 	s.met.notified(n.Event)
 	s.log.Debug("notification enqueued", "notification", n.ID, "event", n.Event, "targets", targets)
+	s.wakeUp()
+	return n, targets, nil
+}
+
+// wakeUp makes Run look for due deliveries now.
+func (s *Sender) wakeUp() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return n, targets, nil
 }
 
 // Run delivers due notifications until ctx ends, then lets the attempts in
