@@ -56,6 +56,10 @@ type Config struct {
 	// Events stores the tracking events SDKs send; nil leaves the events
 	// route answering 503.
 	Events EventAppender
+	// Extra are routes served for packages that may not import api, such
+	// as deploy's orchestrator hooks (see Route); each is authenticated as
+	// its Auth says. A malformed or clashing route makes New fail.
+	Extra []Route
 }
 
 // Defaults.
@@ -98,6 +102,8 @@ type Server struct {
 	changed    chan struct{}
 
 	routePaths map[string]bool // the route templates, for metric labels
+	extra      []Route         // Config.Extra
+	extraErr   error           // why Config.Extra could not be mounted
 
 	an *analyses // nil without Config.Analyses
 
@@ -182,7 +188,11 @@ func New(cfg Config) (*Server, error) {
 	s.ctxPool.New = func() any { return new(reqCtx) }
 	s.bufPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.envs.Store(&envMap{})
+	s.extra = cfg.Extra
 	s.e = s.routes()
+	if s.extraErr != nil {
+		return nil, s.extraErr
+	}
 	return s, nil
 }
 
@@ -231,6 +241,7 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/readyz", s.readyz)
 	metricsHandler := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg})
 	e.GET("/metrics", echo.WrapHandler(metricsHandler))
+	s.extraErr = s.mountExtra(e, s.extra)
 	s.routePaths = map[string]bool{}
 	for _, r := range e.Routes() {
 		s.routePaths[r.Path] = true

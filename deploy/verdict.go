@@ -31,19 +31,24 @@ const (
 // latest look's score and metrics are shown); Successful is "pass";
 // Failed is "fail"; Inconclusive, Error (the metrics could not be
 // measured) and Cancelled are a final "inconclusive" — never a pass.
+//
+// The JSON is the shape of the API's GET /api/v1/analyses/{id}/verdict, so
+// that AnalysisTemplates may poll either.
 type Verdict struct {
-	Verdict    string          `json:"verdict"`
-	Score      canary.Float    `json:"score"`
-	Final      bool            `json:"final"`
-	Reason     string          `json:"reason"`
-	AnalysisID string          `json:"analysisId"`
-	Phase      canary.Phase    `json:"phase"`
-	Metrics    []MetricSummary `json:"metrics"`
+	AnalysisID string       `json:"analysisId"`
+	Verdict    string       `json:"verdict"`
+	Final      bool         `json:"final"`
+	Phase      canary.Phase `json:"phase"`
+	Score      canary.Float `json:"score"`
+	Reason     string       `json:"reason"`
+	// Steps counts the measurements taken.
+	Steps   int             `json:"steps"`
+	Metrics []MetricSummary `json:"metrics"`
 }
 
 // MetricSummary is one metric's latest verdict with its effect estimate.
 type MetricSummary struct {
-	Metric   string            `json:"metric"`
+	Metric   string            `json:"name"`
 	Verdict  canary.Verdict    `json:"verdict"`
 	Critical bool              `json:"critical,omitempty"`
 	DryRun   bool              `json:"dryRun,omitempty"`
@@ -56,7 +61,7 @@ type MetricSummary struct {
 
 // VerdictOf summarises a run for orchestrators. It never fails.
 func VerdictOf(r *canary.Run) Verdict {
-	v := Verdict{AnalysisID: r.ID, Phase: r.Phase, Score: canary.Float(math.NaN()), Metrics: []MetricSummary{}}
+	v := Verdict{AnalysisID: r.ID, Phase: r.Phase, Score: canary.Float(math.NaN()), Steps: max(r.NextStep-1, 0), Metrics: []MetricSummary{}}
 	last := r.Last()
 	if last != nil {
 		v.Score = last.Score
