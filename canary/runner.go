@@ -309,6 +309,9 @@ func (r *Runner) step(ctx context.Context, id string) {
 	switch {
 	case errors.Is(err, ErrLeaseHeld), errors.Is(err, ErrNotFound), ctx.Err() != nil:
 		return // another replica is on it, or it is gone, or we are stopping
+	case errors.Is(err, ErrUnavailable):
+		r.log.Debug("cannot lease analysis run: the store is unavailable; retrying at the next poll", "run", id, "error", err)
+		return
 	case err != nil:
 		r.log.Warn("cannot lease analysis run", "run", id, "owner", r.owner, "error", err)
 		r.failed(id)
@@ -334,7 +337,12 @@ func (r *Runner) step(ctx context.Context, id string) {
 			r.log.Debug("analysis step abandoned", "run", id, "owner", r.owner, "why", cause)
 			return
 		}
-		r.log.Warn("analysis step failed; it is retried", "run", id, "owner", r.owner, "error", err)
+		if errors.Is(err, ErrUnavailable) {
+			// An outage, not this run's fault: retried at the next poll.
+			r.log.Debug("analysis step not stored: the store is unavailable; retrying at the next poll", "run", id, "error", err)
+			return
+		}
+		r.log.Warn("analysis step failed; retrying with backoff", "run", id, "owner", r.owner, "error", err)
 		r.failed(id)
 		return
 	}

@@ -562,3 +562,56 @@ func TestNewRunnerRejectsBadConfig(t *testing.T) {
 		t.Errorf("defaults: %v, owner %q", err, r.Owner())
 	}
 }
+
+// brokenRuns fails reads of one run: with a malformed document (a
+// persistent problem of that run) or as an outage.
+type brokenRuns struct {
+	canary.Store
+	id     string
+	outage atomic.Bool
+	reads  atomic.Int64
+}
+
+func (b *brokenRuns) Run(ctx context.Context, id string) (canary.StoredRun, error) {
+	if id != b.id {
+		return b.Store.Run(ctx, id)
+	}
+	b.reads.Add(1)
+	if b.outage.Load() {
+		return canary.StoredRun{}, fmt.Errorf("connection refused: %w", canary.ErrUnavailable)
+	}
+	return canary.StoredRun{}, errors.New("stored run is malformed")
+}
+
+// TestRunnerBacksOffBrokenRuns: a run that cannot be executed is retried
+// less and less often (the others are not held up); a store outage is not
+// the run's fault and is retried at every poll.
+func TestRunnerBacksOffBrokenRuns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		bad := e.start(gaugeTemplate("bad", canary.Schedule{Interval: canary.Duration(time.Second), Count: 100}))
+		good := e.start(gaugeTemplate("good", canary.Schedule{Interval: canary.Duration(time.Second), Count: 5}))
+		store := &brokenRuns{Store: e.store, id: bad}
+		stop := e.runner(store, canary.RunnerConfig{Source: &gaugeSource{value: 0.5}, Poll: 100 * time.Millisecond})
+		defer stop()
+		time.Sleep(20 * time.Second)
+		// Without backoff: 200 reads in 20 s at a 100 ms poll. With it: 0.2,
+		// 0.4, 0.8, … 12.8 s apart.
+		if n := store.reads.Load(); n < 4 || n > 10 {
+			t.Errorf("a broken run was read %d times in 20s; want a handful (backoff)", n)
+		}
+		if sr := e.run(good); sr.Phase != canary.PhaseSuccessful {
+			t.Errorf("the healthy run beside it: %s; want Successful", sr.Phase)
+		}
+		if !strings.Contains(e.logged(), "retrying with backoff") {
+			t.Errorf("the broken run was not reported")
+		}
+		store.outage.Store(true)
+		time.Sleep(61 * time.Second) // past any backoff
+		before := store.reads.Load()
+		time.Sleep(2 * time.Second)
+		if n := store.reads.Load() - before; n < 15 {
+			t.Errorf("during an outage the run was read %d times in 2s; want every poll (no backoff for outages)", n)
+		}
+	})
+}
