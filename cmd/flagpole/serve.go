@@ -57,6 +57,7 @@ type serveFlags struct {
 	shutdownTimeout time.Duration
 	noopBench       bool
 	analysis        analysisServeFlags
+	deploy          deployServeFlags
 }
 
 func (a *app) serveCommand() *cobra.Command {
@@ -90,6 +91,11 @@ Canary analysis: templates and analyses live in the same store. With
 FLAGPOLE_PROMETHEUS_TOKEN) this replica also executes analyses: every replica
 with it shares the work, each measurement taken exactly once.
 
+Orchestrators: Flagger's webhooks (/api/v1/deploy/flagger/{hook}) and Argo
+Rollouts' web metric (/api/v1/deploy/argo/analyses) start and read analyses.
+With --webhooks FILE (or FLAGPOLE_WEBHOOKS_FILE) analysis and rollout events
+are sent to signed webhooks through a queue in the store (docs/deploy.md).
+
 SIGINT or SIGTERM stop the server gracefully: it stops accepting connections,
 ends the SDKs' change streams at once (they reconnect, to another replica if
 there is one), lets in-flight requests finish (up to --shutdown-timeout) and
@@ -122,6 +128,7 @@ closes the store.`,
 	_ = fs.MarkHidden("watch-interval")
 	_ = fs.MarkHidden("noop-bench")
 	addAnalysisServeFlags(fs, &o.analysis)
+	addDeployServeFlags(fs, &o.deploy)
 	return cmd
 }
 
@@ -184,7 +191,10 @@ func (a *app) resolveServeFlags(cmd *cobra.Command, o *serveFlags) error {
 	if k := a.getenv(envAdminKey); k != "" && len(k) < minAdminKeyLen {
 		return usagef(cmd, "%s: must be at least %d characters", envAdminKey, minAdminKeyLen)
 	}
-	return a.resolveAnalysisServeFlags(cmd, &o.analysis)
+	if err := a.resolveAnalysisServeFlags(cmd, &o.analysis); err != nil {
+		return err
+	}
+	return a.resolveDeployServeFlags(cmd, &o.deploy)
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -244,6 +254,10 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 	if storeKind == "embedded" {
 		eventLimit = embeddedEventLimit
 	}
+	dep, err := a.newDeploy(&o.deploy, store, reg, log)
+	if err != nil {
+		return err
+	}
 	server, err := api.New(api.Config{
 		Store:       store,
 		Keys:        store,
@@ -254,6 +268,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		RateLimit:   o.rateLimit,
 		Analyses:    store,
 		Events:      store.EventLog(eventLimit),
+		Extra:       dep.routes,
 	})
 	if err != nil {
 		return fmt.Errorf("configuring the API: %w", err)
@@ -276,6 +291,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		wg.Wait()
 		return err
 	}
+	dep.start(runCtx, &wg)
 
 	// Bootstrap the admin key and seed the flag file before accepting
 	// requests when the store answers; otherwise keep trying in the background.
