@@ -38,7 +38,7 @@ type fakeAnalyses struct {
 	store *canarytest.Memory
 }
 
-func newFakeAnalyses(t *testing.T) *fakeAnalyses {
+func newFakeAnalyses(t testing.TB) *fakeAnalyses {
 	t.Helper()
 	data, err := os.ReadFile("../canary/testdata/http-canary.yaml")
 	if err != nil {

@@ -30,7 +30,7 @@ const testSecret = "0123456789abcdef-secret"
 // it accepted by delivery ID. While down it refuses every request with
 // status (0: the transport fails as if the connection were refused).
 type receiver struct {
-	t      *testing.T
+	t      testing.TB
 	secret string
 	now    func() time.Time
 
@@ -45,7 +45,7 @@ type receiver struct {
 	refused  int
 }
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t testing.TB) *receiver {
 	return &receiver{t: t, secret: testSecret, now: time.Now, got: map[string]int{}, bodies: map[string][]byte{}, attempts: map[string][]string{}}
 }
 
