@@ -20,7 +20,8 @@ import (
 )
 
 // Orchestrator integration and notifications in `flagpole serve`: the
-// Flagger hooks, Argo's start-and-poll endpoint, the webhook sender with
+// Flagger hooks, Argo's start-and-poll endpoint, the Kayenta-compatible
+// API, the webhook sender with
 // its delivery log, and analysis.completed notifications. deploy's
 // handlers reach the API server through api.Config.Extra.
 
@@ -104,9 +105,14 @@ func (a *app) newDeploy(o *deployServeFlags, store *redis.Store, reg prometheus.
 	if err != nil {
 		return nil, err
 	}
+	kayenta, err := deploy.NewKayenta(analyses, deploy.CheckKeys(store), dlog.With("part", "kayenta"))
+	if err != nil {
+		return nil, err
+	}
 	var routes []deploy.Route
 	routes = append(routes, flagger.Routes()...)
 	routes = append(routes, argo.Routes()...)
+	routes = append(routes, kayenta.Routes()...)
 	routes = append(routes, deploy.NewNotificationsAPI(sender, nil, dlog).Routes()...)
 	for _, r := range routes {
 		d.routes = append(d.routes, api.Route{Method: r.Method, Path: r.Path, Auth: r.Auth, Handler: r.Handler})
