@@ -185,3 +185,57 @@ func TestRealisticSetLoads(t *testing.T) {
 		}
 	}
 }
+
+// toggleState flips the state of flag key in a realisticSet document.
+func toggleState(doc, key string) string {
+	for _, from := range []string{"ENABLED", "DISABLED"} {
+		to := map[string]string{"ENABLED": "DISABLED", "DISABLED": "ENABLED"}[from]
+		old := fmt.Sprintf(`"%s": {"state": "%s"`, key, from)
+		if strings.Contains(doc, old) {
+			return strings.Replace(doc, old, fmt.Sprintf(`"%s": {"state": "%s"`, key, to), 1)
+		}
+	}
+	panic("no flag " + key)
+}
+
+// Loading a flag set after one flag changed: a fresh Load against
+// Recompile from the previous set (which reuses the 99 or 9,999 flags
+// whose bytes did not change).
+func BenchmarkRecompile(b *testing.B) {
+	for _, n := range []int{100, 10_000} {
+		before := realisticSet(n, 2)
+		after := toggleState(before, fmt.Sprintf("flag-%04d", n/2))
+		prev := mustLoad(b, before)
+		b.Run(fmt.Sprintf("%d-flags/load", n), func(b *testing.B) {
+			b.SetBytes(int64(len(after)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Load([]byte(after)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("%d-flags/recompile-1-changed", n), func(b *testing.B) {
+			data := []byte(after)
+			b.SetBytes(int64(len(after)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := prev.Recompile(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("%d-flags/compile-from-1-changed", n), func(b *testing.B) {
+			doc, err := Parse([]byte(after))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := CompileFrom(prev, doc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -20,12 +20,17 @@ type compiler struct {
 	// Compiled evaluators are shared by every rule that uses them (ops are
 	// immutable), with the size and height of their expansion.
 	memo map[string]refInfo
+	// deps lists the evaluators the current rule expands, directly or
+	// through other evaluators (with repeats): a compiled rule can be
+	// reused only while all of them are unchanged.
+	deps []string
 }
 
 type refInfo struct {
 	op     *op
 	size   int
 	height int
+	deps   []string // the evaluators this one expands, transitively
 }
 
 func newCompiler(ev map[string]*node, ps *problems) *compiler {
@@ -79,13 +84,25 @@ func (c *compiler) checkEvaluator(name string) {
 	before := len(*c.ps)
 	o := c.compile(c.evaluators[name], joinPath("$evaluators", name), 0)
 	if len(*c.ps) == before {
-		c.memo[name] = refInfo{op: o, size: c.ops, height: c.deepest}
+		c.memo[name] = refInfo{op: o, size: c.ops, height: c.deepest, deps: c.deps}
 	}
 }
 
 func (c *compiler) start() {
 	c.ops, c.deepest, c.tooBig, c.tooDeep = 0, 0, false, false
 	c.refs = c.refs[:0]
+	c.deps = nil
+}
+
+// ruleDeps returns the evaluators the rule just compiled depends on,
+// sorted and without repeats (nil for none).
+func (c *compiler) ruleDeps() []string {
+	if len(c.deps) == 0 {
+		return nil
+	}
+	d := slices.Clone(c.deps)
+	slices.Sort(d)
+	return slices.Compact(d)
 }
 
 // compileRule compiles one flag's targeting; nil means problems were reported.
@@ -280,6 +297,7 @@ func (c *compiler) ref(arg *node, path string, depth int) *op {
 		if !c.grow(path, depth+1+m.height, m.size) {
 			return constOp(vNull)
 		}
+		c.deps = append(append(c.deps, name), m.deps...)
 		return m.op
 	}
 	// Problems inside the evaluator are reported at its own path by
@@ -289,14 +307,18 @@ func (c *compiler) ref(arg *node, path string, depth int) *op {
 	c.ps = &inner
 	c.refs = append(c.refs, name)
 	ops0, deep0 := c.ops, c.deepest
+	outer := c.deps
+	c.deps = nil
 	c.deepest = depth + 1
 	o := c.compile(ev, joinPath("$evaluators", name), depth+1)
 	height := c.deepest - (depth + 1)
 	c.deepest = max(c.deepest, deep0)
 	c.refs = c.refs[:len(c.refs)-1]
 	c.ps = saved
+	evDeps := c.deps
+	c.deps = append(append(outer, name), evDeps...)
 	if len(inner) == 0 {
-		c.memo[name] = refInfo{op: o, size: c.ops - ops0, height: height}
+		c.memo[name] = refInfo{op: o, size: c.ops - ops0, height: height, deps: evDeps}
 		return o
 	}
 	for _, p := range inner {

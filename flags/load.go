@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 )
 
 // maxInput bounds the size of a flag-set document Parse and Load accept.
@@ -18,7 +19,7 @@ const maxInput = 64 << 20
 // left to [Compile]. The returned Document is in canonical form: "flags" in
 // the map form, targeting and evaluators as compact JSON with sorted keys.
 func Parse(data []byte) (*Document, error) {
-	root, ps := parseTree(data)
+	root, ps, _ := parseTree(data, nil)
 	if root == nil {
 		return nil, ps.err()
 	}
@@ -41,21 +42,34 @@ func Compile(doc *Document) (*Set, error) {
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
-	return compileTree(root, nil)
+	return compileTree(root, nil, nil, nil)
 }
 
 // Load is Parse followed by Compile, reporting structural and semantic
 // problems together in one *ValidationError.
 func Load(data []byte) (*Set, error) {
-	root, ps := parseTree(data)
+	return load(nil, data)
+}
+
+// load is Load, reusing what it can of prev (which may be nil).
+func load(prev *Set, data []byte) (*Set, error) {
+	if prev != nil && prev.src == nil {
+		prev = nil
+	}
+	if prev != nil && prev.src.input != nil && bytes.Equal(trimInput(data), prev.src.input) {
+		c := *prev
+		c.now = time.Now
+		return &c, nil
+	}
+	root, ps, input := parseTree(data, prev)
 	if root == nil {
 		return nil, ps.err()
 	}
-	return compileTree(root, ps)
+	return compileTree(root, ps, prev, input)
 }
 
-func compileTree(root *node, ps problems) (*Set, error) {
-	b := &builder{ps: ps}
+func compileTree(root *node, ps problems, prev *Set, input []byte) (*Set, error) {
+	b := &builder{ps: ps, prev: prev, input: input}
 	b.read(root)
 	if err := b.ps.err(); err != nil {
 		return nil, err
@@ -63,33 +77,55 @@ func compileTree(root *node, ps problems) (*Set, error) {
 	return b.set()
 }
 
+// trimInput drops leading whitespace and byte-order marks.
+func trimInput(data []byte) []byte {
+	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
+	return bytes.TrimPrefix(trimmed, []byte("\ufeff"))
+}
+
 // parseTree parses JSON (when the input looks like JSON) or YAML into a node
 // tree. A nil tree means the input could not be read; the problems say why.
-func parseTree(data []byte) (*node, problems) {
+// For JSON it also returns the copy of the input the tree was read from;
+// flags whose bytes are those of a flag of prev are not read but marked
+// for reuse (see fastParser.reuse).
+func parseTree(data []byte, prev *Set) (*node, problems, []byte) {
 	var ps problems
 	if len(data) > maxInput {
 		ps.add("(root)", "document is larger than %d MiB", maxInput>>20)
-		return nil, ps
+		return nil, ps, nil
 	}
-	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
-	trimmed = bytes.TrimPrefix(trimmed, []byte("\ufeff"))
+	trimmed := trimInput(data)
 	if len(bytes.TrimSpace(trimmed)) == 0 {
 		ps.add("(root)", "empty document")
-		return nil, ps
+		return nil, ps, nil
 	}
 	if trimmed[0] == '{' || trimmed[0] == '[' {
-		root, err := parseJSONTree(trimmed, &ps, "")
-		if err != nil {
-			return nil, problems{{Path: "(root)", Message: "invalid JSON: " + jsonErrorText(trimmed, err)}}
+		input := bytes.Clone(trimmed)
+		p := &fastParser{data: input, ps: &ps}
+		if prev != nil {
+			p.reuse = prev.reuseFunc()
+		} else {
+			p.reuse = noReuse
 		}
-		return root, ps
+		if root, ok := p.parse(); ok {
+			return root, ps, input
+		}
+		root, err := parseJSONTreeSlow(input, &ps, "")
+		if err != nil {
+			return nil, problems{{Path: "(root)", Message: "invalid JSON: " + jsonErrorText(input, err)}}, nil
+		}
+		return root, ps, nil
 	}
 	root, err := parseYAMLTree(data, &ps)
 	if err != nil {
-		return nil, problems{{Path: "(root)", Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+		return nil, problems{{Path: "(root)", Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}, nil
 	}
-	return root, ps
+	return root, ps, nil
 }
+
+// noReuse recognises no flag; with it the fast parser still records
+// where each flag is, for a later Recompile.
+func noReuse(string, []byte) (int, int, int) { return 0, 0, -1 }
 
 // jsonErrorText describes a JSON syntax error with its line and column.
 func jsonErrorText(data []byte, err error) string {
@@ -213,7 +249,9 @@ func sortedKeys[V any](m map[string]V) []string {
 // goes, and (unless structural is set) compiles the flags.
 type builder struct {
 	ps         problems
-	structural bool // Parse: structure only
+	structural bool   // Parse: structure only
+	prev       *Set   // the set being recompiled, or nil
+	input      []byte // the JSON input (a private copy), or nil
 
 	doc        *Document
 	evaluators map[string]*node
@@ -228,6 +266,10 @@ type flagSource struct {
 	targeting *node // nil when absent, null or {}
 	bad       bool  // a field had the wrong type; its absence is not reported again
 	variants  *node
+	// reuse is the index in prev's records of a flag whose bytes were
+	// those of this one, which was therefore not read (-1 otherwise).
+	reuse int
+	span  flagSpan // where the flag is in the input (empty if unknown)
 }
 
 func (b *builder) read(root *node) {
@@ -263,10 +305,26 @@ func (b *builder) read(root *node) {
 	switch flagsNode.kind {
 	case nNull: // an empty flag set, as encoding/json writes a nil map
 	case nObj:
+		var spans []flagSpan
+		if flagsNode.ext != nil {
+			spans = flagsNode.ext.spans
+		}
+		b.doc.Flags = make(map[string]*Flag, len(flagsNode.keys))
+		b.flagNodes = make([]flagSource, 0, len(flagsNode.keys))
 		for i, k := range flagsNode.keys {
-			b.readFlag(k, joinPath("flags", k), flagsNode.vals[i], false)
+			v := flagsNode.vals[i]
+			if v == reusedFlag {
+				b.reuseFlag(k, spans[i])
+				continue
+			}
+			n := len(b.flagNodes)
+			b.readFlag(k, joinPath("flags", k), v, false)
+			if len(b.flagNodes) > n && spans != nil {
+				b.flagNodes[n].span = spans[i]
+			}
 		}
 	case nArr:
+		b.flagNodes = make([]flagSource, 0, len(flagsNode.arr))
 		first := map[string]string{}
 		for i, fn := range flagsNode.arr {
 			path := indexPath("flags", i)
@@ -331,13 +389,45 @@ func (b *builder) readMetadata(v *node, path string) map[string]any {
 }
 
 func (b *builder) readFlag(key, path string, fn *node, arrayForm bool) {
-	src := flagSource{key: key, path: path, flag: &Flag{}}
+	if src, ok := b.readFlagSource(key, path, fn, arrayForm); ok {
+		b.doc.Flags[key] = src.flag
+		b.flagNodes = append(b.flagNodes, src)
+	}
+}
+
+// reuseFlag records a flag whose bytes are those of flag idx of b.prev:
+// its definition is the previous one, and it is read again only if it
+// has to be compiled again (see materialize).
+func (b *builder) reuseFlag(key string, span flagSpan) {
+	def := b.prev.doc.Flags[key]
+	b.doc.Flags[key] = def
+	b.flagNodes = append(b.flagNodes, flagSource{key: key, flag: def, reuse: span.reuse, span: span})
+}
+
+// materialize reads a reused flag's bytes, for compiling it again.
+func (b *builder) materialize(src *flagSource) {
+	src.path = joinPath("flags", src.key)
+	fn, err := parseJSONTree(src.span.raw, &b.ps, src.path)
+	if err != nil { // not reachable: the same bytes were read before
+		b.ps.add(src.path, "invalid JSON: %s", jsonErrorText(src.span.raw, err))
+		return
+	}
+	if s, ok := b.readFlagSource(src.key, src.path, fn, false); ok {
+		s.reuse, s.span = -1, src.span
+		*src = s
+	}
+}
+
+// readFlagSource checks one flag's fields and returns what compiling it
+// needs; ok is false when it is not an object.
+func (b *builder) readFlagSource(key, path string, fn *node, arrayForm bool) (src flagSource, ok bool) {
+	src = flagSource{key: key, path: path, flag: &Flag{}, reuse: -1}
 	if key == "" {
 		b.ps.add(path, "a flag key must not be empty")
 	}
 	if fn.kind != nObj {
 		b.ps.add(path, "a flag must be an object, got %s", fn.kind)
-		return
+		return src, false
 	}
 	f := src.flag
 	for i, k := range fn.keys {
@@ -391,6 +481,5 @@ func (b *builder) readFlag(key, path string, fn *node, arrayForm bool) {
 			b.ps.add(fp, "unknown field (want state, variants, defaultVariant, targeting or metadata)")
 		}
 	}
-	b.doc.Flags[key] = f
-	b.flagNodes = append(b.flagNodes, src)
+	return src, true
 }

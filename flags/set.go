@@ -1,9 +1,6 @@
 package flags
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
@@ -86,6 +83,7 @@ type Set struct {
 	hash     string
 	metadata map[string]any
 	now      func() time.Time
+	src      *source // what Recompile compares against
 }
 
 // flag is one compiled flag.
@@ -102,6 +100,9 @@ type flag struct {
 	// fixed is the resolution when it does not depend on the context:
 	// no targeting, or DISABLED.
 	fixed Resolution
+	// deps are the evaluators the targeting expands (sorted): the
+	// compiled flag is valid only with those exact evaluators.
+	deps []string
 }
 
 // variant is one variant with its value boxed once, so that resolutions
@@ -314,39 +315,6 @@ func (s *Set) Object(key string, def any, ctx map[string]any) (any, Resolution) 
 	return r.Value, r
 }
 
-// set checks the flags read by b and compiles them into a Set.
-func (b *builder) set() (*Set, error) {
-	c := newCompiler(b.evaluators, &b.ps)
-	// Every evaluator must compile on its own, even if nothing uses it.
-	for _, name := range sortedKeys(b.evaluators) {
-		c.checkEvaluator(name)
-	}
-	s := &Set{
-		flags:    make(map[string]*flag, len(b.flagNodes)),
-		keys:     make([]string, 0, len(b.flagNodes)),
-		metadata: b.doc.Metadata,
-		now:      time.Now,
-	}
-	for i := range b.flagNodes {
-		if f := b.compileFlag(&b.flagNodes[i], c); f != nil {
-			s.flags[f.key] = f
-			s.keys = append(s.keys, f.key)
-		}
-	}
-	if err := b.ps.err(); err != nil {
-		return nil, err
-	}
-	slices.Sort(s.keys)
-	s.doc = b.doc
-	canon, err := json.Marshal(b.doc)
-	if err != nil { // cannot happen: every value came from JSON
-		return nil, &ValidationError{Problems: []Problem{{Path: "(root)", Message: err.Error()}}}
-	}
-	sum := sha256.Sum256(canon)
-	s.hash = hex.EncodeToString(sum[:])
-	return s, nil
-}
-
 func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
 	fd := src.flag
 	path := src.path
@@ -443,20 +411,35 @@ func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
 			ok = false
 		}
 		f.rule = r
+		f.deps = c.ruleDeps()
 	}
 	if !ok {
 		return nil
 	}
+	f.finish(b.doc.Metadata, fd.Metadata, names)
+	return f
+}
 
+// withSetMetadata returns a copy of f (compiled in another set) whose
+// metadata is merged over setMeta instead.
+func (f *flag) withSetMetadata(setMeta, flagMeta map[string]any) *flag {
+	c := *f
+	c.finish(setMeta, flagMeta, f.info.Variants)
+	return &c
+}
+
+// finish sets what depends on the metadata: the merged metadata, the
+// flag's description and its fixed resolution.
+func (f *flag) finish(setMeta, flagMeta map[string]any, names []string) {
 	// Flag metadata wins over flag-set metadata.
 	switch {
-	case len(b.doc.Metadata) == 0:
-		f.meta = fd.Metadata
-	case len(fd.Metadata) == 0:
-		f.meta = b.doc.Metadata
+	case len(setMeta) == 0:
+		f.meta = flagMeta
+	case len(flagMeta) == 0:
+		f.meta = setMeta
 	default:
-		f.meta = maps.Clone(b.doc.Metadata)
-		maps.Copy(f.meta, fd.Metadata)
+		f.meta = maps.Clone(setMeta)
+		maps.Copy(f.meta, flagMeta)
 	}
 	f.info = FlagInfo{
 		Key:      f.key,
@@ -478,5 +461,4 @@ func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
 		vr := &f.variants[f.def]
 		f.fixed = Resolution{Key: f.key, Value: vr.value, Variant: vr.name, Reason: ReasonStatic, Metadata: f.meta}
 	}
-	return f
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,6 +25,7 @@ type node struct {
 	arr  []*node
 	keys []string // object keys, in order (duplicates already reported)
 	vals []*node
+	ext  *nodeExt // set only on the nodes the fast parser marks
 }
 
 type nodeKind uint8
@@ -127,6 +129,16 @@ func indexPath(path string, i int) string { return path + "[" + strconv.Itoa(i) 
 // parseJSONTree parses one JSON value, reporting duplicate object keys (with
 // their path) in ps. A syntax error is returned as an error.
 func parseJSONTree(data []byte, ps *problems, root string) (*node, error) {
+	if n, ok := parseJSONFast(data, ps, root); ok {
+		return n, nil
+	}
+	return parseJSONTreeSlow(data, ps, root)
+}
+
+// parseJSONTreeSlow is parseJSONTree on encoding/json's tokenizer: the
+// reference the fast parser is checked against, and the source of the
+// error messages for input the fast parser gives up on.
+func parseJSONTreeSlow(data []byte, ps *problems, root string) (*node, error) {
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
 	p := &jsonTreeParser{d: d, ps: ps}
@@ -398,7 +410,7 @@ func (n *node) writeJSON(b *bytes.Buffer) {
 			b.WriteString("false")
 		}
 	case nNum:
-		if n.raw != "" && json.Valid([]byte(n.raw)) {
+		if n.raw != "" && validJSONNumber(n.raw) {
 			b.WriteString(n.raw)
 		} else {
 			b.WriteString(strconv.FormatFloat(n.num, 'g', -1, 64))
@@ -434,13 +446,22 @@ func (n *node) writeJSON(b *bytes.Buffer) {
 }
 
 func writeJSONString(b *bytes.Buffer, s string) {
-	enc, _ := json.Marshal(s) // strings always marshal
-	b.Write(enc)
+	b.Write(appendJSONString(b.AvailableBuffer(), s))
+}
+
+// validJSONNumber reports whether s is a number as JSON spells it.
+func validJSONNumber(s string) bool {
+	p := fastParser{data: []byte(s), ps: &problems{}}
+	n, ok := p.number()
+	return ok && p.pos == len(s) && n.kind == nNum
 }
 
 func sortIdx(idx []int, keys []string) {
-	// insertion sort is fine for the small objects JsonLogic uses; fall back
-	// to a simple merge-free approach for larger ones
+	if len(idx) > 12 {
+		slices.SortFunc(idx, func(a, b int) int { return strings.Compare(keys[a], keys[b]) })
+		return
+	}
+	// Insertion sort for the small objects JsonLogic uses.
 	for i := 1; i < len(idx); i++ {
 		for j := i; j > 0 && keys[idx[j]] < keys[idx[j-1]]; j-- {
 			idx[j], idx[j-1] = idx[j-1], idx[j]
