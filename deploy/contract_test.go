@@ -718,3 +718,32 @@ func TestFlaggerCanaryManifest(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFlaggerHook: whatever the body and hook, the answer is JSON with a
+// reason, and never a 5xx (the store is up).
+func FuzzFlaggerHook(f *testing.F) {
+	f.Add("rollout", flaggerPayload("Progressing", flaggerMetadata))
+	f.Add("event", `{"name":"a","namespace":"b","metadata":{"eventMessage":"x","timestamp":"-1"}}`)
+	f.Add("rollback", `{"name":"a","namespace":"b","checksum":"\u0000"}`)
+	f.Add("pre-rollout", `{"name":"a","namespace":"b","metadata":{"template":"http-canary","expectedSplit":"NaN","arg.":"x"}}`)
+	an := newFakeAnalyses(f)
+	ob := outboxtest.NewMemory()
+	sender, err := deploy.NewSender(deploy.SenderConfig{Outbox: ob, Subscriptions: []deploy.Subscription{sub("ops", "http://127.0.0.1:1")}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	fl, _ := deploy.NewFlagger(deploy.FlaggerConfig{Analyses: an, Notifier: sender})
+	f.Fuzz(func(t *testing.T, hook, body string) {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/deploy/flagger/x", strings.NewReader(body))
+		req.SetPathValue("hook", hook)
+		fl.ServeHTTP(rec, req)
+		var resp deploy.HookResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp.Reason == "" {
+			t.Fatalf("answer %d %q is not a hook response with a reason", rec.Code, rec.Body)
+		}
+		if rec.Code >= 500 {
+			t.Fatalf("answered %d: %s", rec.Code, rec.Body)
+		}
+	})
+}
