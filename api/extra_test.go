@@ -34,6 +34,9 @@ func TestExtraRoutes(t *testing.T) {
 			{Method: http.MethodGet, Path: "/api/v1/things/{id}/parts/{part}", Auth: AuthAdmin, Handler: echoRoute("id", "part")},
 			{Method: http.MethodPost, Path: "/api/v1/hooks/{hook}", Auth: AuthNone, Handler: echoRoute("hook")},
 			{Method: http.MethodPost, Path: "/api/v1/polls", Auth: AuthEditor, Handler: echoRoute()},
+			// One shape, two methods, different parameter names.
+			{Method: http.MethodPost, Path: "/api/v1/jobs/{config}", Auth: AuthNone, Handler: echoRoute("config")},
+			{Method: http.MethodGet, Path: "/api/v1/jobs/{execution}", Auth: AuthNone, Handler: echoRoute("execution")},
 		}
 	})
 	editor := h.newKey(auth.RoleEditor, "ed", "prod")
@@ -54,6 +57,8 @@ func TestExtraRoutes(t *testing.T) {
 		{"editor route, sdk key", req{method: "POST", path: "/api/v1/polls", key: sdk, body: "{}"}, 403, `"forbidden"`},
 		{"body over the limit", req{method: "POST", path: "/api/v1/hooks/x", body: `{"a":"` + strings.Repeat("x", 100) + `"}`}, 413, ""},
 		{"wrong method", req{method: "GET", path: "/api/v1/hooks/x"}, 405, ""},
+		{"POST names its parameter config", req{method: "POST", path: "/api/v1/jobs/c1", body: "{}"}, 418, "config=c1"},
+		{"GET names its parameter execution", req{method: "GET", path: "/api/v1/jobs/e1"}, 418, "execution=e1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
