@@ -1,6 +1,7 @@
 package flags
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -199,43 +200,69 @@ func toggleState(doc, key string) string {
 }
 
 // Loading a flag set after one flag changed: a fresh Load against
-// Recompile from the previous set (which reuses the 99 or 9,999 flags
-// whose bytes did not change).
+// Recompile from the previous set, which reuses the 99 or 9,999 flags
+// whose bytes did not change, and CompileFrom, which compares Documents.
+// "formatted" is the realistic set as a person writes it (indented);
+// "canonical" is the same set as the server stores and streams it
+// (json.Marshal of the Document).
 func BenchmarkRecompile(b *testing.B) {
 	for _, n := range []int{100, 10_000} {
-		before := realisticSet(n, 2)
-		after := toggleState(before, fmt.Sprintf("flag-%04d", n/2))
-		prev := mustLoad(b, before)
-		b.Run(fmt.Sprintf("%d-flags/load", n), func(b *testing.B) {
-			b.SetBytes(int64(len(after)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := Load([]byte(after)); err != nil {
+		for _, form := range []string{"formatted", "canonical"} {
+			before := realisticSet(n, 2)
+			after := toggleState(before, fmt.Sprintf("flag-%04d", n/2))
+			if form == "canonical" {
+				before, after = canonicalJSON(b, before), canonicalJSON(b, after)
+			}
+			prev := mustLoad(b, before)
+			name := fmt.Sprintf("%d-flags/%s", n, form)
+			b.Run(name+"/load", func(b *testing.B) {
+				data := []byte(after)
+				b.SetBytes(int64(len(data)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := Load(data); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run(name+"/recompile-1-changed", func(b *testing.B) {
+				data := []byte(after)
+				b.SetBytes(int64(len(data)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := prev.Recompile(data); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			if form == "canonical" {
+				continue
+			}
+			b.Run(fmt.Sprintf("%d-flags/compile-from-1-changed", n), func(b *testing.B) {
+				doc, err := Parse([]byte(after))
+				if err != nil {
 					b.Fatal(err)
 				}
-			}
-		})
-		b.Run(fmt.Sprintf("%d-flags/recompile-1-changed", n), func(b *testing.B) {
-			data := []byte(after)
-			b.SetBytes(int64(len(after)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := prev.Recompile(data); err != nil {
-					b.Fatal(err)
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := CompileFrom(prev, doc); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
-		b.Run(fmt.Sprintf("%d-flags/compile-from-1-changed", n), func(b *testing.B) {
-			doc, err := Parse([]byte(after))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := CompileFrom(prev, doc); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+			})
+		}
 	}
+}
+
+// canonicalJSON is doc as json.Marshal writes its Document.
+func canonicalJSON(tb testing.TB, doc string) string {
+	d, err := Parse([]byte(doc))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := json.Marshal(d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(out)
 }

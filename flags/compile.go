@@ -20,6 +20,8 @@ type compiler struct {
 	// Compiled evaluators are shared by every rule that uses them (ops are
 	// immutable), with the size and height of their expansion.
 	memo map[string]refInfo
+	nums map[uint64]*op // shared number constants (see konst)
+	strs map[string]*op // shared string constants
 	// deps lists the evaluators the current rule expands, directly or
 	// through other evaluators (with repeats): a compiled rule can be
 	// reused only while all of them are unchanged.
@@ -118,20 +120,64 @@ func (c *compiler) compileRule(n *node, path string) *rule {
 
 func constOp(v value) *op { return &op{code: opConst, c: v} }
 
+// Shared constants: ops are immutable, so every rule can use these.
+var (
+	opNullConst  = constOp(vNull)
+	opTrueConst  = constOp(vTrue)
+	opFalseConst = constOp(vFalse)
+)
+
+// konst returns a constant op. Scalars are shared within a compilation
+// (a flag set repeats the same few variant names, weights and nulls), so
+// that a large set does not hold thousands of copies of "on".
+func (c *compiler) konst(v value) *op {
+	switch v.k {
+	case kNull:
+		return opNullConst
+	case kBool:
+		if v.n != 0 {
+			return opTrueConst
+		}
+		return opFalseConst
+	case kNum:
+		bits := math.Float64bits(v.n)
+		if o, ok := c.nums[bits]; ok {
+			return o
+		}
+		o := constOp(v)
+		if c.nums == nil {
+			c.nums = map[uint64]*op{}
+		}
+		c.nums[bits] = o
+		return o
+	case kStr:
+		if o, ok := c.strs[v.s]; ok {
+			return o
+		}
+		o := constOp(v)
+		if c.strs == nil {
+			c.strs = map[string]*op{}
+		}
+		c.strs[v.s] = o
+		return o
+	}
+	return constOp(v)
+}
+
 // compile compiles one JsonLogic value.
 func (c *compiler) compile(n *node, path string, depth int) *op {
 	if !c.grow(path, depth, 1) {
-		return constOp(vNull)
+		return c.konst(vNull)
 	}
 	switch n.kind {
 	case nNull:
-		return constOp(vNull)
+		return c.konst(vNull)
 	case nBool:
-		return constOp(vBool(n.b))
+		return c.konst(vBool(n.b))
 	case nNum:
-		return constOp(vNum(n.num))
+		return c.konst(vNum(n.num))
 	case nStr:
-		return constOp(vStr(n.raw))
+		return c.konst(vStr(n.raw))
 	case nArr:
 		args := make([]*op, len(n.arr))
 		allConst := true
@@ -144,18 +190,18 @@ func (c *compiler) compile(n *node, path string, depth int) *op {
 			for i, a := range args {
 				vals[i] = a.c
 			}
-			return constOp(vArr(vals))
+			return c.konst(vArr(vals))
 		}
 		return &op{code: opArray, args: args}
 	}
 	// An object: one operation.
 	switch len(n.keys) {
 	case 0:
-		return constOp(value{k: kObj, x: map[string]any{}})
+		return c.konst(value{k: kObj, x: map[string]any{}})
 	case 1:
 	default:
 		c.ps.add(path, "a JsonLogic operation is an object with exactly one key, got %d (%s)", len(n.keys), strings.Join(n.keys, ", "))
-		return constOp(vNull)
+		return c.konst(vNull)
 	}
 	name, argNode := n.keys[0], n.vals[0]
 	opPath := joinPath(path, name)
@@ -169,7 +215,7 @@ func (c *compiler) compile(n *node, path string, depth int) *op {
 			msg += " (flagd's legacy form: use \"fractional\" with {\"var\": ...} as the first argument)"
 		}
 		c.ps.add(path, "%s", msg)
-		return constOp(vNull)
+		return c.konst(vNull)
 	}
 	argNodes := []*node{argNode}
 	argPath := func(i int) string { return opPath }
@@ -179,7 +225,7 @@ func (c *compiler) compile(n *node, path string, depth int) *op {
 	}
 	if len(argNodes) < ar.min || ar.max >= 0 && len(argNodes) > ar.max {
 		c.ps.add(opPath, "%s takes %s, got %d", name, describeArity(ar), len(argNodes))
-		return constOp(vNull)
+		return c.konst(vNull)
 	}
 	switch name {
 	case "var":
@@ -204,7 +250,7 @@ func (c *compiler) compile(n *node, path string, depth int) *op {
 		e := env{budget: workBudget}
 		v := e.eval(o)
 		if e.failed == "" {
-			return constOp(v)
+			return c.konst(v)
 		}
 	}
 	return o
@@ -277,7 +323,7 @@ func describeArity(a arity) string {
 func (c *compiler) ref(arg *node, path string, depth int) *op {
 	if arg.kind != nStr {
 		c.ps.add(path, "must be the name of an evaluator (a string), got %s", arg.kind)
-		return constOp(vNull)
+		return c.konst(vNull)
 	}
 	name := arg.raw
 	ev, ok := c.evaluators[name]
@@ -287,15 +333,15 @@ func (c *compiler) ref(arg *node, path string, depth int) *op {
 			have = "have: " + strings.Join(sortedKeys(c.evaluators), ", ")
 		}
 		c.ps.add(path, "no evaluator named %q in $evaluators (%s)", name, have)
-		return constOp(vNull)
+		return c.konst(vNull)
 	}
 	if slices.Contains(c.refs, name) {
 		c.ps.add(path, "evaluator %q refers to itself (%s)", name, strings.Join(append(slices.Clone(c.refs), name), " → "))
-		return constOp(vNull)
+		return c.konst(vNull)
 	}
 	if m, ok := c.memo[name]; ok {
 		if !c.grow(path, depth+1+m.height, m.size) {
-			return constOp(vNull)
+			return c.konst(vNull)
 		}
 		c.deps = append(append(c.deps, name), m.deps...)
 		return m.op
@@ -324,11 +370,11 @@ func (c *compiler) ref(arg *node, path string, depth int) *op {
 	for _, p := range inner {
 		if strings.Contains(p.Message, "refers to itself") || strings.Contains(p.Message, "operations") || strings.Contains(p.Message, "nested deeper") {
 			c.ps.add(path, "%s", p.Message)
-			return constOp(vNull)
+			return c.konst(vNull)
 		}
 	}
 	c.ps.add(path, "evaluator %q is invalid (see $evaluators)", name)
-	return constOp(vNull)
+	return c.konst(vNull)
 }
 
 // compileVar precomputes a constant variable path.
@@ -405,7 +451,7 @@ func (c *compiler) compileFractional(args []*node, argPath func(int) string, opP
 	}
 	if start >= len(args) {
 		c.ps.add(opPath, "fractional needs at least one [variant, weight] entry")
-		return constOp(vNull)
+		return c.konst(vNull)
 	}
 	f.static = true
 	var total float64

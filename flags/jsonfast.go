@@ -3,6 +3,7 @@ package flags
 import (
 	"encoding/json"
 	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -23,6 +24,11 @@ type fastParser struct {
 	count    int       // values read, against maxNodes
 	slab     []node
 	slabSize int
+	hint     int        // the number of flags expected
+	spanBuf  []flagSpan // buffer for the spans of the first "flags" object
+	spansOut bool       // spanBuf is in use
+	flagKeys []string   // buffers for the first "flags" object's members
+	flagVals []*node
 	stack    []*node  // children of the containers being read
 	kstk     []string // keys of the objects being read
 
@@ -31,14 +37,22 @@ type fastParser struct {
 	// those of a flag it already holds, the member is skipped.
 	// The "flags" object itself then carries a span for each member
 	// (nodeExt.spans), which the next Recompile compares against.
-	reuse func(key string, rest []byte) (n int, nodes int, idx int)
+	reuse flagReuser
 }
 
-// flagSpan is where one flag's definition is in the input.
+// flagReuser looks a flag up by key before its value is read. If rest
+// starts with the bytes the flag had, it returns their length, the
+// number of JSON values in them and the flag's index (n 0 otherwise);
+// known is the key as held already ("" when new), so that it need not
+// be allocated again.
+type flagReuser func(key, rest []byte) (n, nodes, idx int, known string)
+
+// flagSpan is where one flag's definition is in the input: its bytes are
+// input[start:end] (none when end is 0).
 type flagSpan struct {
-	raw   []byte
-	nodes int
-	reuse int // the index of the previous set's flag with these bytes, or -1
+	start, end int32
+	nodes      int32 // the JSON values in it
+	reuse      int32 // the index of the previous set's flag with these bytes, or -1
 }
 
 // reusedFlag stands in the tree for a flag the parser skipped because its
@@ -164,12 +178,11 @@ func (p *fastParser) literal(word string, kind nodeKind, b bool) (*node, bool) {
 	return n, true
 }
 
-// number scans a number with JSON's grammar:
-// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func (p *fastParser) number() (*node, bool) {
-	d, i := p.data, p.pos
-	start := i
-	if d[i] == '-' {
+// scanNumber returns the end of the number that starts at i, with JSON's
+// grammar -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?; ok is false
+// when there is none.
+func scanNumber[T string | []byte](d T, i int) (end int, ok bool) {
+	if i < len(d) && d[i] == '-' {
 		i++
 	}
 	switch {
@@ -180,7 +193,7 @@ func (p *fastParser) number() (*node, bool) {
 			i++
 		}
 	default:
-		return nil, false
+		return 0, false
 	}
 	if i < len(d) && d[i] == '.' {
 		i++
@@ -189,7 +202,7 @@ func (p *fastParser) number() (*node, bool) {
 			i++
 		}
 		if i == j {
-			return nil, false
+			return 0, false
 		}
 	}
 	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
@@ -202,11 +215,21 @@ func (p *fastParser) number() (*node, bool) {
 			i++
 		}
 		if i == j {
-			return nil, false
+			return 0, false
 		}
 	}
-	p.pos = i
-	raw := string(d[start:i])
+	return i, true
+}
+
+// number reads a number.
+func (p *fastParser) number() (*node, bool) {
+	start := p.pos
+	end, ok := scanNumber(p.data, start)
+	if !ok {
+		return nil, false
+	}
+	p.pos = end
+	raw := string(p.data[start:end])
 	n := p.newNode()
 	f, err := strconv.ParseFloat(raw, 64)
 	if err != nil || math.IsInf(f, 0) {
@@ -216,6 +239,31 @@ func (p *fastParser) number() (*node, bool) {
 	}
 	n.kind, n.num, n.raw = nNum, f, raw
 	return n, true
+}
+
+// strOrBytes reads a string token at p.pos: a plain one (no escapes,
+// valid UTF-8) is returned as its bytes (within p.data), any other
+// unquoted as a string.
+func (p *fastParser) strOrBytes() (string, []byte, bool) {
+	d := p.data
+	i := p.pos + 1
+	for i < len(d) {
+		c := d[i]
+		if c == '"' {
+			body := d[p.pos+1 : i : i]
+			if utf8.Valid(body) {
+				p.pos = i + 1
+				return "", body, true
+			}
+			break
+		}
+		if c == '\\' || c < 0x20 {
+			break
+		}
+		i++
+	}
+	s, ok := p.str()
+	return s, nil, ok
 }
 
 // str reads a string token at p.pos. Plain strings (no escapes, valid
@@ -308,6 +356,10 @@ func (p *fastParser) object(depth int, flagsMap bool) (*node, bool) {
 	var seen map[string]bool
 	ascending := true // the keys so far are in order, so a greater one is new
 	var spans []flagSpan
+	first := flagsMap && !p.spansOut
+	if first {
+		spans, p.spansOut = slices.Grow(p.spanBuf[:0], p.hint), true
+	}
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
@@ -317,7 +369,14 @@ func (p *fastParser) object(depth int, flagsMap bool) (*node, bool) {
 			if p.pos >= len(p.data) || p.data[p.pos] != '"' {
 				return nil, false
 			}
-			key, ok := p.str()
+			var key string
+			var keyBytes []byte
+			var ok bool
+			if flagsMap {
+				key, keyBytes, ok = p.strOrBytes()
+			} else {
+				key, ok = p.str()
+			}
 			if !ok {
 				return nil, false
 			}
@@ -326,12 +385,13 @@ func (p *fastParser) object(depth int, flagsMap bool) (*node, bool) {
 				return nil, false
 			}
 			p.pos++
-			p.path[len(p.path)-1].key = key
 			var c *node
 			var span flagSpan
 			if flagsMap {
-				c, span, ok = p.flagValue(key, depth+1)
+				c, span, key, ok = p.flagValue(key, keyBytes, depth+1)
+				p.path[len(p.path)-1].key = key
 			} else {
+				p.path[len(p.path)-1].key = key
 				c, ok = p.value(depth+1, depth == 0 && key == "flags" && p.reuse != nil)
 			}
 			if !ok {
@@ -371,13 +431,22 @@ func (p *fastParser) object(depth int, flagsMap bool) (*node, bool) {
 	n := p.newNode()
 	n.kind = nObj
 	if k := len(p.kstk) - kbase; k > 0 {
-		n.keys = make([]string, k)
-		copy(n.keys, p.kstk[kbase:])
-		n.vals = make([]*node, k)
-		copy(n.vals, p.stack[base:])
+		if first { // the flags: into the pooled buffers
+			n.keys = append(p.flagKeys[:0], p.kstk[kbase:]...)
+			n.vals = append(p.flagVals[:0], p.stack[base:]...)
+			p.flagKeys, p.flagVals = n.keys, n.vals
+		} else {
+			n.keys = make([]string, k)
+			copy(n.keys, p.kstk[kbase:])
+			n.vals = make([]*node, k)
+			copy(n.vals, p.stack[base:])
+		}
 	}
 	if flagsMap {
 		n.ext = &nodeExt{spans: spans}
+	}
+	if first {
+		p.spanBuf = spans // back to the pool once the tree is dropped
 	}
 	clear(p.stack[base:])
 	p.stack = p.stack[:base]
@@ -386,23 +455,35 @@ func (p *fastParser) object(depth int, flagsMap bool) (*node, bool) {
 }
 
 // flagValue reads one member of the root's "flags" object, skipping it
-// when p.reuse recognises its bytes.
-func (p *fastParser) flagValue(key string, depth int) (*node, flagSpan, bool) {
+// when p.reuse recognises its bytes. The key comes either as a string or,
+// when it has no escapes, as its bytes; it is returned as a string.
+func (p *fastParser) flagValue(key string, keyBytes []byte, depth int) (*node, flagSpan, string, bool) {
 	p.skipSpace()
 	start, count0 := p.pos, p.count
-	if n, nodes, idx := p.reuse(key, p.data[p.pos:]); n > 0 {
+	if keyBytes == nil {
+		keyBytes = []byte(key)
+	}
+	n, nodes, idx, known := p.reuse(keyBytes, p.data[p.pos:])
+	switch {
+	case known != "":
+		key = known
+	case key == "":
+		key = string(keyBytes)
+	}
+	if n > 0 {
 		p.count += nodes
 		if p.count > maxNodes {
-			return nil, flagSpan{}, false
+			return nil, flagSpan{}, key, false
 		}
 		p.pos += n
-		return reusedFlag, flagSpan{raw: p.data[start:p.pos:p.pos], nodes: nodes, reuse: idx}, true
+		return reusedFlag, flagSpan{start: int32(start), end: int32(p.pos), nodes: int32(nodes), reuse: int32(idx)}, key, true
 	}
+	p.path[len(p.path)-1].key = key
 	c, ok := p.value(depth, false)
 	if !ok {
-		return nil, flagSpan{}, false
+		return nil, flagSpan{}, key, false
 	}
-	return c, flagSpan{raw: p.data[start:p.pos:p.pos], nodes: p.count - count0, reuse: -1}, true
+	return c, flagSpan{start: int32(start), end: int32(p.pos), nodes: int32(p.count - count0), reuse: -1}, key, true
 }
 
 // dupKey reports whether key was already read in the object whose keys

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,15 +20,19 @@ const maxInput = 64 << 20
 // left to [Compile]. The returned Document is in canonical form: "flags" in
 // the map form, targeting and evaluators as compact JSON with sorted keys.
 func Parse(data []byte) (*Document, error) {
-	root, ps, _ := parseTree(data, nil)
+	sc := getScratch()
+	defer sc.release()
+	root, ps, _ := parseTree(data, nil, sc)
 	if root == nil {
 		return nil, ps.err()
 	}
-	b := &builder{ps: ps, structural: true}
+	b := &builder{ps: ps, sc: sc}
+	defer func() { sc.flagNodes = b.flagNodes }()
 	b.read(root)
 	if err := b.ps.err(); err != nil {
 		return nil, err
 	}
+	b.fillFlags()
 	return b.doc, nil
 }
 
@@ -42,7 +47,9 @@ func Compile(doc *Document) (*Set, error) {
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
-	return compileTree(root, nil, nil, nil)
+	sc := getScratch()
+	defer sc.release()
+	return compileTree(root, nil, nil, nil, sc)
 }
 
 // Load is Parse followed by Compile, reporting structural and semantic
@@ -61,15 +68,18 @@ func load(prev *Set, data []byte) (*Set, error) {
 		c.now = time.Now
 		return &c, nil
 	}
-	root, ps, input := parseTree(data, prev)
+	sc := getScratch()
+	defer sc.release()
+	root, ps, input := parseTree(data, prev, sc)
 	if root == nil {
 		return nil, ps.err()
 	}
-	return compileTree(root, ps, prev, input)
+	return compileTree(root, ps, prev, input, sc)
 }
 
-func compileTree(root *node, ps problems, prev *Set, input []byte) (*Set, error) {
-	b := &builder{ps: ps, prev: prev, input: input}
+func compileTree(root *node, ps problems, prev *Set, input []byte, sc *scratch) (*Set, error) {
+	b := &builder{ps: ps, prev: prev, input: input, sc: sc}
+	defer func() { sc.flagNodes = b.flagNodes }()
 	b.read(root)
 	if err := b.ps.err(); err != nil {
 		return nil, err
@@ -88,7 +98,7 @@ func trimInput(data []byte) []byte {
 // For JSON it also returns the copy of the input the tree was read from;
 // flags whose bytes are those of a flag of prev are not read but marked
 // for reuse (see fastParser.reuse).
-func parseTree(data []byte, prev *Set) (*node, problems, []byte) {
+func parseTree(data []byte, prev *Set, sc *scratch) (*node, problems, []byte) {
 	var ps problems
 	if len(data) > maxInput {
 		ps.add("(root)", "document is larger than %d MiB", maxInput>>20)
@@ -101,13 +111,15 @@ func parseTree(data []byte, prev *Set) (*node, problems, []byte) {
 	}
 	if trimmed[0] == '{' || trimmed[0] == '[' {
 		input := bytes.Clone(trimmed)
-		p := &fastParser{data: input, ps: &ps}
+		p := &fastParser{data: input, ps: &ps, stack: sc.stack, kstk: sc.kstk, spanBuf: sc.spans, flagKeys: sc.flagKeys, flagVals: sc.flagVals}
+		p.reuse = noReuse
 		if prev != nil {
 			p.reuse = prev.reuseFunc()
-		} else {
-			p.reuse = noReuse
+			p.hint = prev.Len()
 		}
-		if root, ok := p.parse(); ok {
+		root, ok := p.parse()
+		sc.stack, sc.kstk, sc.spans, sc.flagKeys, sc.flagVals = p.stack, p.kstk, p.spanBuf, p.flagKeys, p.flagVals
+		if ok {
 			return root, ps, input
 		}
 		root, err := parseJSONTreeSlow(input, &ps, "")
@@ -125,7 +137,7 @@ func parseTree(data []byte, prev *Set) (*node, problems, []byte) {
 
 // noReuse recognises no flag; with it the fast parser still records
 // where each flag is, for a later Recompile.
-func noReuse(string, []byte) (int, int, int) { return 0, 0, -1 }
+func noReuse([]byte, []byte) (int, int, int, string) { return 0, 0, -1, "" }
 
 // jsonErrorText describes a JSON syntax error with its line and column.
 func jsonErrorText(data []byte, err error) string {
@@ -246,16 +258,153 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // builder reads a node tree into a canonical Document, checking it as it
-// goes, and (unless structural is set) compiles the flags.
+// goes, and compiles the flags.
 type builder struct {
-	ps         problems
-	structural bool   // Parse: structure only
-	prev       *Set   // the set being recompiled, or nil
-	input      []byte // the JSON input (a private copy), or nil
+	ps    problems
+	prev  *Set   // the set being recompiled, or nil
+	input []byte // the JSON input (a private copy), or nil
+	sc    *scratch
 
 	doc        *Document
 	evaluators map[string]*node
 	flagNodes  []flagSource
+
+	// Flags with the same variants (most of a set) share one map in the
+	// Document and one compiled form: both are immutable.
+	variants map[string]*sharedVariants
+	scratch  []byte
+	rules    map[string]sharedRule // compiled rules by canonical targeting
+	strs     map[string]*string
+	raws     map[string]json.RawMessage
+	metas    map[string]map[string]any
+
+	// A fresh build allocates its flags from one array each (see slabs).
+	flagSlab []flag
+	defSlab  []Flag
+}
+
+// slabs sets up one array for the n compiled flags and one for the n
+// definitions of a fresh build: two objects instead of 2n for the garbage
+// collector to track. A Recompile allocates its few changed flags one by
+// one, so that the flags it keeps hold on to at most the one array of the
+// set they were loaded with.
+func (b *builder) slabs(n int) {
+	if b.prev == nil {
+		b.flagSlab = make([]flag, 0, n)
+		b.defSlab = make([]Flag, 0, n)
+	}
+}
+
+func (b *builder) newFlag() *flag {
+	if len(b.flagSlab) < cap(b.flagSlab) {
+		b.flagSlab = b.flagSlab[:len(b.flagSlab)+1]
+		return &b.flagSlab[len(b.flagSlab)-1]
+	}
+	return new(flag)
+}
+
+func (b *builder) newDef() *Flag {
+	if len(b.defSlab) < cap(b.defSlab) {
+		b.defSlab = b.defSlab[:len(b.defSlab)+1]
+		return &b.defSlab[len(b.defSlab)-1]
+	}
+	return new(Flag)
+}
+
+// sharedRule is a compiled rule and the evaluators it expands.
+type sharedRule struct {
+	r    *rule
+	deps []string
+}
+
+// The Document's definitions are immutable (Document hands out deep
+// copies), so a build shares equal values between flags instead of
+// holding one copy per flag: fewer objects for the garbage collector.
+
+// internState returns the State constant for s when there is one.
+func internState(s string) State {
+	switch s {
+	case string(Enabled):
+		return Enabled
+	case string(Disabled):
+		return Disabled
+	}
+	return State(s)
+}
+
+// flagMetadata is readMetadata for a flag's metadata, sharing valid maps
+// equal to one read before.
+func (b *builder) flagMetadata(v *node, path func() string) map[string]any {
+	if v.kind != nObj {
+		return b.readMetadata(v, path)
+	}
+	b.scratch = v.appendJSON(b.scratch[:0])
+	if m, ok := b.metas[string(b.scratch)]; ok {
+		return m
+	}
+	key := string(b.scratch)
+	before := len(b.ps)
+	m := b.readMetadata(v, path)
+	if len(b.ps) == before {
+		if b.metas == nil {
+			b.metas = map[string]map[string]any{}
+		}
+		b.metas[key] = m
+	}
+	return m
+}
+
+// internString returns a pointer to a string equal to s, shared within
+// the build (for defaultVariant).
+func (b *builder) internString(s string) *string {
+	if p, ok := b.strs[s]; ok {
+		return p
+	}
+	if b.strs == nil {
+		b.strs = map[string]*string{}
+	}
+	p := &s
+	b.strs[s] = p
+	return p
+}
+
+// internJSON returns v's canonical JSON, shared within the build.
+func (b *builder) internJSON(v *node) json.RawMessage {
+	b.scratch = v.appendJSON(b.scratch[:0])
+	if raw, ok := b.raws[string(b.scratch)]; ok {
+		return raw
+	}
+	raw := json.RawMessage(slices.Clone(b.scratch))
+	if b.raws == nil {
+		b.raws = map[string]json.RawMessage{}
+	}
+	b.raws[string(raw)] = raw
+	return raw
+}
+
+// sharedVariants is one set of variants as the Document holds them and,
+// once a flag using them compiled, as flags hold them.
+type sharedVariants struct {
+	m        map[string]any
+	compiled bool
+	list     []variant
+	names    []string
+	typ      ValueType
+	byName   map[string]int32
+}
+
+// sharedVariantsFor returns the shared variants equal to v (an object).
+func (b *builder) sharedVariantsFor(v *node) *sharedVariants {
+	b.scratch = v.appendJSON(b.scratch[:0])
+	if sv, ok := b.variants[string(b.scratch)]; ok {
+		return sv
+	}
+	sv := &sharedVariants{m: v.toGo().(map[string]any)}
+	if b.variants == nil {
+		b.variants = map[string]*sharedVariants{}
+	}
+	b.variants[string(b.scratch)] = sv
+	return sv
 }
 
 // flagSource is one flag as read, with the parts compilation needs.
@@ -270,6 +419,11 @@ type flagSource struct {
 	// those of this one, which was therefore not read (-1 otherwise).
 	reuse int
 	span  flagSpan // where the flag is in the input (empty if unknown)
+	vars  *sharedVariants
+
+	// Set while building the Set.
+	seg0, seg1 int32 // the canonical definition, within the canonical document
+	compiled   *flag
 }
 
 func (b *builder) read(root *node) {
@@ -293,7 +447,7 @@ func (b *builder) read(root *node) {
 		case "$evaluators":
 			b.readEvaluators(v)
 		case "metadata":
-			b.doc.Metadata = b.readMetadata(v, "metadata")
+			b.doc.Metadata = b.readMetadata(v, func() string { return "metadata" })
 		default:
 			b.ps.add(joinPath("", k), "unknown field (want flags, $evaluators, metadata or $schema)")
 		}
@@ -309,8 +463,8 @@ func (b *builder) read(root *node) {
 		if flagsNode.ext != nil {
 			spans = flagsNode.ext.spans
 		}
-		b.doc.Flags = make(map[string]*Flag, len(flagsNode.keys))
-		b.flagNodes = make([]flagSource, 0, len(flagsNode.keys))
+		b.flagNodes = slices.Grow(b.sc.flagNodes[:0], len(flagsNode.keys))
+		b.slabs(len(flagsNode.keys))
 		for i, k := range flagsNode.keys {
 			v := flagsNode.vals[i]
 			if v == reusedFlag {
@@ -324,7 +478,8 @@ func (b *builder) read(root *node) {
 			}
 		}
 	case nArr:
-		b.flagNodes = make([]flagSource, 0, len(flagsNode.arr))
+		b.flagNodes = slices.Grow(b.sc.flagNodes[:0], len(flagsNode.arr))
+		b.slabs(len(flagsNode.arr))
 		first := map[string]string{}
 		for i, fn := range flagsNode.arr {
 			path := indexPath("flags", i)
@@ -366,13 +521,14 @@ func (b *builder) readEvaluators(v *node) {
 	}
 }
 
-// readMetadata checks that v is an object of primitive values and returns it.
-func (b *builder) readMetadata(v *node, path string) map[string]any {
+// readMetadata checks that v is an object of primitive values and returns
+// it; path (built only for a problem) is v's.
+func (b *builder) readMetadata(v *node, path func() string) map[string]any {
 	if v.kind == nNull {
 		return nil
 	}
 	if v.kind != nObj {
-		b.ps.add(path, "must be an object, got %s", v.kind)
+		b.ps.add(path(), "must be an object, got %s", v.kind)
 		return nil
 	}
 	m := make(map[string]any, len(v.keys))
@@ -382,7 +538,7 @@ func (b *builder) readMetadata(v *node, path string) map[string]any {
 		case nStr, nNum, nBool:
 			m[k] = e.toGo()
 		default:
-			b.ps.add(joinPath(path, k), "metadata values must be strings, numbers or booleans, got %s", e.kind)
+			b.ps.add(joinPath(path(), k), "metadata values must be strings, numbers or booleans, got %s", e.kind)
 		}
 	}
 	return m
@@ -390,30 +546,38 @@ func (b *builder) readMetadata(v *node, path string) map[string]any {
 
 func (b *builder) readFlag(key, path string, fn *node, arrayForm bool) {
 	if src, ok := b.readFlagSource(key, path, fn, arrayForm); ok {
-		b.doc.Flags[key] = src.flag
 		b.flagNodes = append(b.flagNodes, src)
 	}
 }
 
-// reuseFlag records a flag whose bytes are those of flag idx of b.prev:
-// its definition is the previous one, and it is read again only if it
-// has to be compiled again (see materialize).
+// reuseFlag records a flag whose bytes are those of a flag of b.prev
+// (span.reuse): its definition is the previous one, and it is read again
+// only if it has to be compiled again (see materialize).
 func (b *builder) reuseFlag(key string, span flagSpan) {
-	def := b.prev.doc.Flags[key]
-	b.doc.Flags[key] = def
-	b.flagNodes = append(b.flagNodes, flagSource{key: key, flag: def, reuse: span.reuse, span: span})
+	def := b.prev.src.recs[span.reuse].def
+	b.flagNodes = append(b.flagNodes, flagSource{key: key, flag: def, reuse: int(span.reuse), span: span})
+}
+
+// fillFlags sets the Document's flags (for Parse: a Set keeps its
+// definitions in its records and builds the map in Document).
+func (b *builder) fillFlags() {
+	b.doc.Flags = make(map[string]*Flag, len(b.flagNodes))
+	for i := range b.flagNodes {
+		b.doc.Flags[b.flagNodes[i].key] = b.flagNodes[i].flag
+	}
 }
 
 // materialize reads a reused flag's bytes, for compiling it again.
 func (b *builder) materialize(src *flagSource) {
 	src.path = joinPath("flags", src.key)
-	fn, err := parseJSONTree(src.span.raw, &b.ps, src.path)
+	raw := b.input[src.span.start:src.span.end]
+	fn, err := parseJSONTree(raw, &b.ps, src.path)
 	if err != nil { // not reachable: the same bytes were read before
-		b.ps.add(src.path, "invalid JSON: %s", jsonErrorText(src.span.raw, err))
+		b.ps.add(src.path, "invalid JSON: %s", jsonErrorText(raw, err))
 		return
 	}
 	if s, ok := b.readFlagSource(src.key, src.path, fn, false); ok {
-		s.reuse, s.span = -1, src.span
+		s.reuse, s.span, s.seg0, s.seg1 = -1, src.span, src.seg0, src.seg1
 		*src = s
 	}
 }
@@ -421,7 +585,7 @@ func (b *builder) materialize(src *flagSource) {
 // readFlagSource checks one flag's fields and returns what compiling it
 // needs; ok is false when it is not an object.
 func (b *builder) readFlagSource(key, path string, fn *node, arrayForm bool) (src flagSource, ok bool) {
-	src = flagSource{key: key, path: path, flag: &Flag{}, reuse: -1}
+	src = flagSource{key: key, path: path, flag: b.newDef(), reuse: -1}
 	if key == "" {
 		b.ps.add(path, "a flag key must not be empty")
 	}
@@ -432,35 +596,35 @@ func (b *builder) readFlagSource(key, path string, fn *node, arrayForm bool) (sr
 	f := src.flag
 	for i, k := range fn.keys {
 		v := fn.vals[i]
-		fp := joinPath(path, k)
+		fp := func() string { return joinPath(path, k) } // for problems only
 		switch k {
 		case "key":
 			if !arrayForm && (v.kind != nStr || v.raw != key) {
-				b.ps.add(fp, "must match the flag's key %q (or be left out)", key)
+				b.ps.add(fp(), "must match the flag's key %q (or be left out)", key)
 			}
 		case "state":
 			if v.kind != nStr {
-				b.ps.add(fp, "must be \"ENABLED\" or \"DISABLED\", got %s", v.kind)
+				b.ps.add(fp(), "must be \"ENABLED\" or \"DISABLED\", got %s", v.kind)
 				src.bad = true
 			} else {
-				f.State = State(v.raw)
+				f.State = internState(v.raw)
 			}
 		case "variants":
 			if v.kind != nObj {
-				b.ps.add(fp, "must be an object mapping variant names to values, got %s", v.kind)
+				b.ps.add(fp(), "must be an object mapping variant names to values, got %s", v.kind)
 				src.bad = true
 			} else {
 				src.variants = v
-				f.Variants = v.toGo().(map[string]any)
+				src.vars = b.sharedVariantsFor(v)
+				f.Variants = src.vars.m
 			}
 		case "defaultVariant":
 			switch v.kind {
 			case nNull:
 			case nStr:
-				s := v.raw
-				f.DefaultVariant = &s
+				f.DefaultVariant = b.internString(v.raw)
 			default:
-				b.ps.add(fp, "must be a variant name or null, got %s", v.kind)
+				b.ps.add(fp(), "must be a variant name or null, got %s", v.kind)
 				src.bad = true
 			}
 		case "targeting":
@@ -470,15 +634,15 @@ func (b *builder) readFlagSource(key, path string, fn *node, arrayForm bool) (sr
 				f.Targeting = json.RawMessage("{}")
 			case v.kind == nObj:
 				src.targeting = v
-				f.Targeting = v.canonicalJSON()
+				f.Targeting = b.internJSON(v)
 			default:
-				b.ps.add(fp, "must be a JsonLogic rule (an object), got %s", v.kind)
+				b.ps.add(fp(), "must be a JsonLogic rule (an object), got %s", v.kind)
 				src.bad = true
 			}
 		case "metadata":
-			f.Metadata = b.readMetadata(v, fp)
+			f.Metadata = b.flagMetadata(v, fp)
 		default:
-			b.ps.add(fp, "unknown field (want state, variants, defaultVariant, targeting or metadata)")
+			b.ps.add(fp(), "unknown field (want state, variants, defaultVariant, targeting or metadata)")
 		}
 	}
 	return src, true

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,7 +44,9 @@ func CompileFrom(prev *Set, doc *Document) (*Set, error) {
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
-	return compileTree(root, nil, prev, nil)
+	sc := getScratch()
+	defer sc.release()
+	return compileTree(root, nil, prev, nil, sc)
 }
 
 // source is what a Set keeps of its input so that a later Recompile can
@@ -50,16 +55,34 @@ type source struct {
 	canon []byte // the canonical JSON document; Hash is its SHA-256
 	evals []byte // within canon: the "$evaluators" object, or nil
 	meta  []byte // within canon: the set's metadata object, or nil
-	input []byte // the JSON input the set was read from, or nil
+	input []byte // the JSON input the set was read from (canon itself when equal), or nil
 	recs  []flagRec
+	sum   atomic.Pointer[string] // the hex SHA-256 of canon, once asked for
 }
 
 // flagRec is one flag of a set, in key order (parallel to Set.keys).
 type flagRec struct {
-	f     *flag
-	seg   []byte // within canon: the flag's canonical JSON
-	raw   []byte // within input: the flag's bytes, or nil
-	nodes int    // the JSON values in raw
+	f          *flag
+	def        *Flag // its canonical definition (in the set's Document)
+	seg0, seg1 int32 // the flag's canonical JSON is canon[seg0:seg1]
+	raw0, raw1 int32 // its bytes are input[raw0:raw1] (none when raw1 is 0)
+	nodes      int32 // the JSON values in its bytes
+}
+
+func (s *source) seg(r *flagRec) []byte { return s.canon[r.seg0:r.seg1:r.seg1] }
+func (s *source) raw(r *flagRec) []byte { return s.input[r.raw0:r.raw1:r.raw1] }
+
+// hash returns the hex SHA-256 of the canonical document, computing it on
+// first use (a set that is never asked for it, such as an SDK's, never
+// pays for it).
+func (s *source) hash() string {
+	if h := s.sum.Load(); h != nil {
+		return *h
+	}
+	sum := sha256.Sum256(s.canon)
+	h := hex.EncodeToString(sum[:])
+	s.sum.Store(&h) // concurrent callers store the same value
+	return h
 }
 
 // index finds key among s's flags (-1 when absent), trying hint first:
@@ -76,29 +99,45 @@ func (s *Set) index(key string, hint int) int {
 	return i
 }
 
-// reuseFunc returns the parser's test for skipping a flag: the bytes at
-// the start of rest are those the flag had in s.
-func (s *Set) reuseFunc() func(key string, rest []byte) (int, int, int) {
+// indexBytes is index for a key held in bytes.
+func (s *Set) indexBytes(key []byte, hint int) int {
+	if hint >= 0 && hint < len(s.keys) && s.keys[hint] == string(key) {
+		return hint
+	}
+	i, ok := slices.BinarySearchFunc(s.keys, key, func(k string, key []byte) int { return strings.Compare(k, string(key)) })
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// reuseFunc returns the parser's test for skipping a flag (see
+// fastParser.reuse).
+func (s *Set) reuseFunc() flagReuser {
 	next := 0
-	return func(key string, rest []byte) (int, int, int) {
-		i := s.index(key, next)
+	return func(key, rest []byte) (int, int, int, string) {
+		i := s.indexBytes(key, next)
 		if i < 0 {
-			return 0, 0, -1
+			return 0, 0, -1, ""
 		}
 		next = i + 1
 		r := &s.src.recs[i]
-		if len(r.raw) == 0 || !bytes.HasPrefix(rest, r.raw) {
-			return 0, 0, -1
+		if r.raw1 == 0 || !bytes.HasPrefix(rest, s.src.raw(r)) {
+			return 0, 0, -1, s.keys[i]
 		}
-		return len(r.raw), r.nodes, i
+		return int(r.raw1 - r.raw0), int(r.nodes), i, s.keys[i]
 	}
 }
+
+// canonScratch holds buffers for writing canonical documents, which are
+// usually equal to the input and then not kept.
+var canonScratch sync.Pool
 
 // set checks the flags read by b and compiles them into a Set, reusing
 // the compiled flags of b.prev that cannot have changed.
 func (b *builder) set() (*Set, error) {
 	order := b.keyOrder()
-	canon, segs := b.canonical(order)
+	canon := b.canonical(order)
 	prev := b.prev
 
 	var same reuseCheck
@@ -115,51 +154,70 @@ func (b *builder) set() (*Set, error) {
 			c.checkEvaluator(name)
 		}
 	}
-	compiled := make([]*flag, len(b.flagNodes))
 	hint := 0
 	for i := range b.flagNodes {
 		src := &b.flagNodes[i]
 		if prev != nil {
-			if f := same.reuse(src, canon.canon[segs[i][0]:segs[i][1]], hint); f != nil {
-				compiled[i] = f
-				hint = same.idx + 1
+			f := same.reuse(src, canon.canon[src.seg0:src.seg1], hint)
+			hint = same.idx + 1
+			if f != nil {
+				src.compiled = f
 				continue
 			}
-			hint = same.idx + 1
 			if src.reuse >= 0 {
 				b.materialize(src)
 			}
 		}
-		compiled[i] = b.compileFlag(src, c)
+		src.compiled = b.compileFlag(src, c)
 	}
 	if err := b.ps.err(); err != nil {
 		return nil, err
 	}
 
-	s := &Set{
-		flags:    make(map[string]*flag, len(order)),
-		keys:     make([]string, len(order)),
-		metadata: b.doc.Metadata,
-		now:      time.Now,
-		doc:      b.doc,
+	// With the same keys as prev (the usual change), prev's key list is
+	// kept and its maps copied, replacing only the flags that changed.
+	sameKeys := prev != nil && len(order) == len(prev.keys)
+	for j := 0; sameKeys && j < len(order); j++ {
+		sameKeys = b.flagNodes[order[j]].key == prev.keys[j]
+	}
+	// The set keeps the Document without its flags map: the definitions
+	// are in the records, and Document builds the map.
+	b.doc.Flags = nil
+	s := &Set{metadata: b.doc.Metadata, now: time.Now, doc: b.doc}
+	if sameKeys {
+		s.keys = prev.keys
+		s.flags = maps.Clone(prev.flags)
+		for j, i := range order {
+			if src := &b.flagNodes[i]; src.compiled != prev.src.recs[j].f {
+				s.flags[src.key] = src.compiled
+			}
+		}
+	} else {
+		s.keys = make([]string, len(order))
+		s.flags = make(map[string]*flag, len(order))
+		for j, i := range order {
+			s.keys[j] = b.flagNodes[i].key
+			s.flags[s.keys[j]] = b.flagNodes[i].compiled
+		}
 	}
 	canon.input = b.input
+	if bytes.Equal(canon.input, canon.canon) {
+		canon.input = canon.canon // canonical input (as the server sends): keep one copy
+	}
 	canon.recs = make([]flagRec, len(order))
 	for j, i := range order {
-		src, f := &b.flagNodes[i], compiled[i]
-		s.keys[j] = src.key
-		s.flags[src.key] = f
-		canon.recs[j] = flagRec{f: f, seg: canon.canon[segs[i][0]:segs[i][1]:segs[i][1]], raw: src.span.raw, nodes: src.span.nodes}
+		src := &b.flagNodes[i]
+		canon.recs[j] = flagRec{f: src.compiled, def: src.flag, seg0: src.seg0, seg1: src.seg1,
+			raw0: src.span.start, raw1: src.span.end, nodes: src.span.nodes}
 	}
 	s.src = canon
-	sum := sha256.Sum256(canon.canon)
-	s.hash = hex.EncodeToString(sum[:])
 	return s, nil
 }
 
 // keyOrder returns the indices of b.flagNodes in key order.
 func (b *builder) keyOrder() []int {
-	order := make([]int, len(b.flagNodes))
+	order := slices.Grow(b.sc.order[:0], len(b.flagNodes))[:len(b.flagNodes)]
+	b.sc.order = order
 	for i := range order {
 		order[i] = i
 	}
@@ -170,16 +228,16 @@ func (b *builder) keyOrder() []int {
 }
 
 // canonical writes the canonical JSON of b.doc (exactly what json.Marshal
-// writes for it) and returns it with the offsets of each flag's
-// definition, by index in b.flagNodes. A reused flag's bytes are copied
-// from the previous set.
-func (b *builder) canonical(order []int) (*source, [][2]int) {
+// writes for it) and records where each flag's definition is in it. A
+// reused flag's bytes are copied from the previous set. When the input
+// is canonical already, it is the result: nothing is allocated.
+func (b *builder) canonical(order []int) *source {
 	d := b.doc
-	size := 64 + len(b.input)
-	if b.prev != nil {
-		size = max(size, len(b.prev.src.canon)+len(b.prev.src.canon)/8)
+	var buf []byte
+	if p, ok := canonScratch.Get().(*[]byte); ok {
+		buf = (*p)[:0]
 	}
-	buf := make([]byte, 0, size)
+	buf = slices.Grow(buf, 64+len(b.input))
 	buf = append(buf, '{')
 	if d.Schema != "" {
 		buf = append(buf, `"$schema":`...)
@@ -187,7 +245,6 @@ func (b *builder) canonical(order []int) (*source, [][2]int) {
 		buf = append(buf, ',')
 	}
 	buf = append(buf, `"flags":{`...)
-	segs := make([][2]int, len(b.flagNodes))
 	for j, i := range order {
 		src := &b.flagNodes[i]
 		if j > 0 {
@@ -197,11 +254,11 @@ func (b *builder) canonical(order []int) (*source, [][2]int) {
 		buf = append(buf, ':')
 		start := len(buf)
 		if src.reuse >= 0 {
-			buf = append(buf, b.prev.src.recs[src.reuse].seg...)
+			buf = append(buf, b.prev.src.seg(&b.prev.src.recs[src.reuse])...)
 		} else {
 			buf = appendCanonFlag(buf, src.flag)
 		}
-		segs[i] = [2]int{start, len(buf)}
+		src.seg0, src.seg1 = int32(start), int32(len(buf))
 	}
 	buf = append(buf, '}')
 	var ev, meta [2]int
@@ -227,14 +284,20 @@ func (b *builder) canonical(order []int) (*source, [][2]int) {
 		meta[1] = len(buf)
 	}
 	buf = append(buf, '}')
-	src := &source{canon: buf}
+	src := &source{}
+	if bytes.Equal(buf, b.input) {
+		src.canon = b.input
+	} else {
+		src.canon = bytes.Clone(buf)
+	}
+	canonScratch.Put(&buf)
 	if ev[1] > 0 {
-		src.evals = buf[ev[0]:ev[1]:ev[1]]
+		src.evals = src.canon[ev[0]:ev[1]:ev[1]]
 	}
 	if meta[1] > 0 {
-		src.meta = buf[meta[0]:meta[1]:meta[1]]
+		src.meta = src.canon[meta[0]:meta[1]:meta[1]]
 	}
-	return src, segs
+	return src
 }
 
 // reuseCheck decides which compiled flags of prev a new set can keep.
@@ -264,8 +327,7 @@ func (r *reuseCheck) reuse(src *flagSource, seg []byte, hint int) *flag {
 		// Not the same bytes: the same canonical definition will do, with
 		// metadata present or absent alike (canonical JSON omits an empty
 		// object, which the Document keeps as an empty map).
-		old := r.prev.doc.Flags[src.key]
-		if !bytes.Equal(rec.seg, seg) || (old.Metadata == nil) != (src.flag.Metadata == nil) {
+		if !bytes.Equal(r.prev.src.seg(rec), seg) || (rec.def.Metadata == nil) != (src.flag.Metadata == nil) {
 			return nil
 		}
 	}

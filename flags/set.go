@@ -80,7 +80,6 @@ type Set struct {
 	flags    map[string]*flag
 	keys     []string
 	doc      *Document // canonical; never handed out without a copy
-	hash     string
 	metadata map[string]any
 	now      func() time.Time
 	src      *source // what Recompile compares against
@@ -91,12 +90,12 @@ type flag struct {
 	key      string
 	state    State
 	typ      ValueType
-	variants []variant // sorted by name
-	byName   map[string]int32
-	def      int32 // index of the default variant, -1 for the code default
-	rule     *rule // nil when there is no targeting
+	variants []variant        // sorted by name
+	byName   map[string]int32 // nil for up to maxScannedVariants variants
+	def      int32            // index of the default variant, -1 for the code default
+	rule     *rule            // nil when there is no targeting
 	meta     map[string]any
-	info     FlagInfo
+	names    []string // variant names, sorted
 	// fixed is the resolution when it does not depend on the context:
 	// no targeting, or DISABLED.
 	fixed Resolution
@@ -116,7 +115,17 @@ type variant struct {
 // Document returns a deep copy of the set's source document, in canonical
 // form (flags in the map form; targeting and evaluators as compact JSON with
 // sorted keys).
-func (s *Set) Document() *Document { return s.doc.Clone() }
+func (s *Set) Document() *Document {
+	if s.doc == nil {
+		return nil
+	}
+	d := s.doc.Clone()
+	d.Flags = make(map[string]*Flag, len(s.keys))
+	for i, k := range s.keys {
+		d.Flags[k] = s.src.recs[i].def.Clone()
+	}
+	return d
+}
 
 // Keys returns the flag keys, sorted. The slice is shared: do not modify.
 func (s *Set) Keys() []string { return s.keys }
@@ -124,7 +133,12 @@ func (s *Set) Keys() []string { return s.keys }
 // Hash is a hex SHA-256 of the canonical JSON document: two sets with the
 // same flags, evaluators and metadata have the same hash, however their
 // source was formatted.
-func (s *Set) Hash() string { return s.hash }
+func (s *Set) Hash() string {
+	if s.src == nil {
+		return ""
+	}
+	return s.src.hash()
+}
 
 // Metadata is the flag set's metadata (shared: do not modify).
 func (s *Set) Metadata() map[string]any { return s.metadata }
@@ -150,7 +164,7 @@ func (s *Set) Info(key string) (info FlagInfo, ok bool) {
 	if f == nil {
 		return FlagInfo{}, false
 	}
-	return f.info, true
+	return f.info(), true
 }
 
 const msgFlagNotFound = "flag not found"
@@ -207,7 +221,7 @@ func (f *flag) evaluateInto(r *Resolution, s *Set, ctx map[string]any) {
 		}
 	case kNum:
 		var buf [32]byte
-		idx, ok = f.byName[string(appendJSNumber(buf[:0], v.n))]
+		idx, ok = f.lookupBytes(appendJSNumber(buf[:0], v.n))
 	default:
 		r.Reason, r.ErrorCode = ReasonError, ErrorGeneral
 		r.ErrorMessage = "targeting returned " + v.kindName() + ", not a variant name"
@@ -215,17 +229,27 @@ func (f *flag) evaluateInto(r *Resolution, s *Set, ctx map[string]any) {
 	}
 	if !ok {
 		r.Reason, r.ErrorCode = ReasonError, ErrorGeneral
-		r.ErrorMessage = fmt.Sprintf("targeting returned %s, which is not a variant (have: %s)", v.describe(), strings.Join(f.info.Variants, ", "))
+		r.ErrorMessage = fmt.Sprintf("targeting returned %s, which is not a variant (have: %s)", v.describe(), strings.Join(f.names, ", "))
 		return
 	}
 	vr := &f.variants[idx]
 	r.Value, r.Variant, r.Reason = vr.value, vr.name, ReasonTargetingMatch
 }
 
+// info describes f.
+func (f *flag) info() FlagInfo {
+	info := FlagInfo{Key: f.key, State: f.state, Type: f.typ, Static: f.rule == nil || f.state == Disabled,
+		Variants: f.names, Metadata: f.meta}
+	if f.def >= 0 {
+		info.DefaultVariant = f.variants[f.def].name
+	}
+	return info
+}
+
 // lookup finds a variant by name: a short scan for the usual handful of
 // variants, the map otherwise.
 func (f *flag) lookup(name string) (int32, bool) {
-	if len(f.variants) <= 8 {
+	if f.byName == nil {
 		for i := range f.variants {
 			if f.variants[i].name == name {
 				return int32(i), true
@@ -236,6 +260,24 @@ func (f *flag) lookup(name string) (int32, bool) {
 	i, ok := f.byName[name]
 	return i, ok
 }
+
+// lookupBytes is lookup for a name held in bytes (without allocating).
+func (f *flag) lookupBytes(name []byte) (int32, bool) {
+	if f.byName == nil {
+		for i := range f.variants {
+			if f.variants[i].name == string(name) {
+				return int32(i), true
+			}
+		}
+		return 0, false
+	}
+	i, ok := f.byName[string(name)]
+	return i, ok
+}
+
+// maxScannedVariants is how many variants lookup scans; flags with more
+// get a map.
+const maxScannedVariants = 8
 
 // typed resolves key into *r, checking the flag's type before anything
 // else so that a wrong-type call is reported even for a disabled flag. It
@@ -257,6 +299,24 @@ func (s *Set) typed(r *Resolution, key string, want ValueType, ctx map[string]an
 	}
 	return r.Value != nil
 }
+
+// nodeType is the type of a variant value, "" for one that cannot be.
+func nodeType(v *node) ValueType {
+	switch v.kind {
+	case nBool:
+		return TypeBoolean
+	case nNum:
+		return TypeNumber
+	case nStr:
+		return TypeString
+	case nObj:
+		return TypeObject
+	}
+	return ""
+}
+
+// valueTypes lists the variant types in the order problems name them.
+var valueTypes = [4]ValueType{TypeBoolean, TypeNumber, TypeString, TypeObject}
 
 func typeMismatch(have, want ValueType) string {
 	return "flag is of type " + string(have) + ", not " + string(want)
@@ -318,7 +378,8 @@ func (s *Set) Object(key string, def any, ctx map[string]any) (any, Resolution) 
 func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
 	fd := src.flag
 	path := src.path
-	f := &flag{key: src.key, state: fd.State, def: -1}
+	f := b.newFlag()
+	*f = flag{key: src.key, state: fd.State, def: -1}
 	ok := true
 	switch fd.State {
 	case Enabled, Disabled:
@@ -332,18 +393,68 @@ func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
 		ok = false
 	}
 
-	vpath := joinPath(path, "variants")
+	// Paths are built only for problems.
+	vpath := func() string { return joinPath(path, "variants") }
 	if src.variants == nil {
 		if !src.bad {
-			b.ps.add(vpath, "required (at least one variant)")
+			b.ps.add(vpath(), "required (at least one variant)")
 		}
 		return nil
 	}
 	vn := src.variants
 	if len(vn.keys) == 0 {
-		b.ps.add(vpath, "must have at least one variant")
+		b.ps.add(vpath(), "must have at least one variant")
 		return nil
 	}
+	if sv := src.vars; sv != nil && sv.compiled {
+		f.variants, f.names, f.typ, f.byName = sv.list, sv.names, sv.typ, sv.byName
+	} else if b.compileVariants(f, src, vpath) {
+		if sv != nil {
+			sv.compiled, sv.list, sv.names, sv.typ, sv.byName = true, f.variants, f.names, f.typ, f.byName
+		}
+	} else {
+		ok = false
+	}
+	names := f.names
+
+	if fd.DefaultVariant != nil {
+		name := *fd.DefaultVariant
+		if i, found := f.lookup(name); found {
+			f.def = i
+		} else {
+			b.ps.add(joinPath(path, "defaultVariant"), "%q is not a variant (have: %s)", name, strings.Join(names, ", "))
+			ok = false
+		}
+	}
+
+	if src.targeting != nil {
+		// Flags with the same targeting (the same canonical JSON) share
+		// its compiled rule: rules are immutable, and what they do depends
+		// only on their JSON and the evaluators.
+		if cr, found := b.rules[string(fd.Targeting)]; found {
+			f.rule, f.deps = cr.r, cr.deps
+		} else if r := c.compileRule(src.targeting, joinPath(path, "targeting")); r != nil {
+			f.rule, f.deps = r, c.ruleDeps()
+			if b.rules == nil {
+				b.rules = map[string]sharedRule{}
+			}
+			b.rules[string(fd.Targeting)] = sharedRule{r: r, deps: f.deps}
+		} else {
+			ok = false
+		}
+	}
+	if !ok {
+		return nil
+	}
+	f.finish(b.doc.Metadata, fd.Metadata, names)
+	return f
+}
+
+// compileVariants checks and compiles src's variants into f (variants,
+// names, type, byName), reporting whether they are valid.
+func (b *builder) compileVariants(f *flag, src *flagSource, vpath func() string) bool {
+	fd, vn := src.flag, src.variants
+	ok := true
 	order := make([]int, len(vn.keys))
 	for i := range order {
 		order[i] = i
@@ -353,78 +464,64 @@ func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
 	for i, j := range order {
 		names[i] = vn.keys[j]
 	}
-	f.byName = make(map[string]int32, len(names))
-	kinds := map[ValueType][]string{}
+	f.names = names
+	var kinds [4]int // variants by type, in the order of valueTypes
+	f.variants = make([]variant, 0, len(names))
 	for i, name := range names {
 		v := vn.vals[order[i]]
-		vp := joinPath(vpath, name)
 		if name == "" {
-			b.ps.add(vp, "a variant needs a non-empty name")
+			b.ps.add(joinPath(vpath(), name), "a variant needs a non-empty name")
 			ok = false
 			continue
 		}
-		var t ValueType
-		switch v.kind {
-		case nBool:
-			t = TypeBoolean
-		case nNum:
-			t = TypeNumber
-		case nStr:
-			t = TypeString
-		case nObj:
-			t = TypeObject
-		default:
-			b.ps.add(vp, "a variant value must be a boolean, number, string or object, got %s", v.kind)
+		t := nodeType(v)
+		if t == "" {
+			b.ps.add(joinPath(vpath(), name), "a variant value must be a boolean, number, string or object, got %s", v.kind)
 			ok = false
 			continue
 		}
-		kinds[t] = append(kinds[t], name)
-		f.byName[name] = int32(len(f.variants))
+		kinds[slices.Index(valueTypes[:], t)]++
 		val := fd.Variants[name]
 		f.variants = append(f.variants, variant{name: name, value: val, num: v.num})
 		f.typ = t
 	}
-	if len(kinds) > 1 {
+	if len(f.variants) > maxScannedVariants {
+		f.byName = make(map[string]int32, len(f.variants))
+		for i := range f.variants {
+			f.byName[f.variants[i].name] = int32(i)
+		}
+	}
+	mixed := 0
+	for _, n := range kinds {
+		if n > 0 {
+			mixed++
+		}
+	}
+	if mixed > 1 {
 		var parts []string
-		for _, t := range []ValueType{TypeBoolean, TypeNumber, TypeString, TypeObject} {
-			if ns := kinds[t]; len(ns) > 0 {
+		for _, t := range valueTypes {
+			var ns []string
+			for i, name := range names {
+				if name != "" && nodeType(vn.vals[order[i]]) == t {
+					ns = append(ns, name)
+				}
+			}
+			if len(ns) > 0 {
 				parts = append(parts, string(t)+" ("+strings.Join(ns, ", ")+")")
 			}
 		}
-		b.ps.add(vpath, "all variants must have the same type, got %s", strings.Join(parts, ", "))
+		b.ps.add(vpath(), "all variants must have the same type, got %s", strings.Join(parts, ", "))
 		ok = false
 	}
 
-	if fd.DefaultVariant != nil {
-		name := *fd.DefaultVariant
-		if i, found := f.byName[name]; found {
-			f.def = i
-		} else {
-			b.ps.add(joinPath(path, "defaultVariant"), "%q is not a variant (have: %s)", name, strings.Join(names, ", "))
-			ok = false
-		}
-	}
-
-	if src.targeting != nil {
-		r := c.compileRule(src.targeting, joinPath(path, "targeting"))
-		if r == nil {
-			ok = false
-		}
-		f.rule = r
-		f.deps = c.ruleDeps()
-	}
-	if !ok {
-		return nil
-	}
-	f.finish(b.doc.Metadata, fd.Metadata, names)
-	return f
+	return ok
 }
 
 // withSetMetadata returns a copy of f (compiled in another set) whose
 // metadata is merged over setMeta instead.
 func (f *flag) withSetMetadata(setMeta, flagMeta map[string]any) *flag {
 	c := *f
-	c.finish(setMeta, flagMeta, f.info.Variants)
+	c.finish(setMeta, flagMeta, f.names)
 	return &c
 }
 
@@ -441,17 +538,7 @@ func (f *flag) finish(setMeta, flagMeta map[string]any, names []string) {
 		f.meta = maps.Clone(setMeta)
 		maps.Copy(f.meta, flagMeta)
 	}
-	f.info = FlagInfo{
-		Key:      f.key,
-		State:    f.state,
-		Type:     f.typ,
-		Static:   f.rule == nil || f.state == Disabled,
-		Variants: names,
-		Metadata: f.meta,
-	}
-	if f.def >= 0 {
-		f.info.DefaultVariant = f.variants[f.def].name
-	}
+	f.names = names
 	switch {
 	case f.state == Disabled:
 		f.fixed = Resolution{Key: f.key, Reason: ReasonDisabled, Metadata: f.meta}

@@ -394,66 +394,55 @@ func (n *node) toGo() any {
 // canonicalJSON writes n as compact JSON with object keys sorted, numbers in
 // their source spelling (so large integers keep every digit).
 func (n *node) canonicalJSON() []byte {
-	var b bytes.Buffer
-	n.writeJSON(&b)
-	return b.Bytes()
+	return n.appendJSON(nil)
 }
 
-func (n *node) writeJSON(b *bytes.Buffer) {
+// appendJSON appends n's canonical JSON to b.
+func (n *node) appendJSON(b []byte) []byte {
 	switch n.kind {
 	case nNull:
-		b.WriteString("null")
+		return append(b, "null"...)
 	case nBool:
-		if n.b {
-			b.WriteString("true")
-		} else {
-			b.WriteString("false")
-		}
+		return strconv.AppendBool(b, n.b)
 	case nNum:
 		if n.raw != "" && validJSONNumber(n.raw) {
-			b.WriteString(n.raw)
-		} else {
-			b.WriteString(strconv.FormatFloat(n.num, 'g', -1, 64))
+			return append(b, n.raw...)
 		}
+		return strconv.AppendFloat(b, n.num, 'g', -1, 64)
 	case nStr:
-		writeJSONString(b, n.raw)
+		return appendJSONString(b, n.raw)
 	case nArr:
-		b.WriteByte('[')
+		b = append(b, '[')
 		for i, e := range n.arr {
 			if i > 0 {
-				b.WriteByte(',')
+				b = append(b, ',')
 			}
-			e.writeJSON(b)
+			b = e.appendJSON(b)
 		}
-		b.WriteByte(']')
-	case nObj:
-		idx := make([]int, len(n.keys))
-		for i := range idx {
-			idx[i] = i
-		}
-		sortIdx(idx, n.keys)
-		b.WriteByte('{')
-		for j, i := range idx {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			writeJSONString(b, n.keys[i])
-			b.WriteByte(':')
-			n.vals[i].writeJSON(b)
-		}
-		b.WriteByte('}')
+		return append(b, ']')
 	}
-}
-
-func writeJSONString(b *bytes.Buffer, s string) {
-	b.Write(appendJSONString(b.AvailableBuffer(), s))
+	var small [8]int
+	idx := small[:0]
+	for i := range n.keys {
+		idx = append(idx, i)
+	}
+	sortIdx(idx, n.keys)
+	b = append(b, '{')
+	for j, i := range idx {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, n.keys[i])
+		b = append(b, ':')
+		b = n.vals[i].appendJSON(b)
+	}
+	return append(b, '}')
 }
 
 // validJSONNumber reports whether s is a number as JSON spells it.
 func validJSONNumber(s string) bool {
-	p := fastParser{data: []byte(s), ps: &problems{}}
-	n, ok := p.number()
-	return ok && p.pos == len(s) && n.kind == nNum
+	end, ok := scanNumber(s, 0)
+	return ok && end == len(s)
 }
 
 func sortIdx(idx []int, keys []string) {
