@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/open-feature/go-sdk/openfeature"
 	"github.com/open-feature/go-sdk/openfeature/isolated"
 
+	"github.com/flagpole/flagpole/api/ofrep"
 	"github.com/flagpole/flagpole/api/stream"
 	"github.com/flagpole/flagpole/flags"
 )
@@ -134,7 +136,21 @@ func BenchmarkPropagation(b *testing.B) {
 	}
 }
 
+// propagationDoc is a flag set of flagCount flags in canonical JSON (as the
+// server stores and streams it); on flips the first flag's default.
 func propagationDoc(flagCount int, on bool) string {
+	d, err := flags.Parse([]byte(propagationSource(flagCount, on)))
+	if err != nil {
+		panic(err)
+	}
+	out, err := json.Marshal(d)
+	if err != nil {
+		panic(err)
+	}
+	return string(out)
+}
+
+func propagationSource(flagCount int, on bool) string {
 	var sb strings.Builder
 	sb.WriteString(`{"flags":{`)
 	for i := range flagCount {
@@ -232,4 +248,37 @@ func benchPropagation(b *testing.B, providers, flagCount int) {
 	b.ReportMetric(q(0.5), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(q(1), "max-ms")
+}
+
+// BenchmarkApplyChange is what one in-process provider spends on a change
+// event once the SSE message is read: decoding it, compiling the new flag
+// set from the one it holds (only the changed flag is compiled again),
+// swapping it in and working out the event. With N providers in one
+// process a change costs N times this, spread over the cores.
+func BenchmarkApplyChange(b *testing.B) {
+	for _, n := range []int{2, 10, 100, 1000} {
+		b.Run(fmt.Sprintf("%d-flags", n), func(b *testing.B) {
+			p := NewProvider(WithURL("http://127.0.0.1:1"), WithSDKKey(testKey), WithEnvironment(testEnv))
+			var msgs [2][]byte
+			for i, on := range []bool{false, true} {
+				data, err := json.Marshal(ofrep.StreamMessage{Environment: testEnv, Version: int64(i + 1), ETag: fmt.Sprintf(`"%d"`, i),
+					Changed: []string{"f0"}, Flags: json.RawMessage(propagationDoc(n, on))})
+				if err != nil {
+					b.Fatal(err)
+				}
+				msgs[i] = data
+			}
+			if err := p.apply(msgs[0]); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 1
+			for b.Loop() {
+				if err := p.apply(msgs[i&1]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
 }

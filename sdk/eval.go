@@ -17,11 +17,10 @@ type flagState struct {
 	env     string
 	version int64 // 0 for a bootstrap file
 	etag    string
-	doc     json.RawMessage // the flagd document as received, for the cache
 }
 
-func newFlagState(set *flags.Set, env string, version int64, etag string, doc json.RawMessage) *flagState {
-	return &flagState{set: set, env: env, version: version, etag: etag, doc: doc}
+func newFlagState(set *flags.Set, env string, version int64, etag string) *flagState {
+	return &flagState{set: set, env: env, version: version, etag: etag}
 }
 
 // primitive reports whether v is a value flag metadata may hold: a

@@ -24,6 +24,7 @@ type sseReader struct {
 	max      int64
 	activity func()
 	line     []byte
+	data     []byte // the last event's data, reused: events are handled one at a time
 }
 
 func newSSEReader(r io.Reader, maxEvent int64, activity func()) *sseReader {
@@ -35,9 +36,11 @@ var errEventTooLarge = errors.New("stream message exceeds the size limit")
 
 // next returns the next event that carries data. Its error is the body's
 // read error (io.EOF when the server ended the stream) or errEventTooLarge.
+// The event's data is valid until the next call.
 func (s *sseReader) next() (sseEvent, error) {
 	var ev sseEvent
-	var data []byte
+	data := s.data[:0]
+	defer func() { s.data = data[:0] }()
 	hasData := false
 	for {
 		line, err := s.readLine()

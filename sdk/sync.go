@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -133,15 +134,36 @@ func causeOf(ctx context.Context, err error) error {
 
 // apply installs the flag set of a snapshot or change message.
 func (p *Provider) apply(data []byte) error {
-	var msg ofrep.StreamMessage
-	if err := json.Unmarshal(data, &msg); err != nil {
+	msg, fast, err := decodeMessage(data)
+	if err != nil {
 		return fmt.Errorf("undecodable stream message: %w", err)
 	}
 	if len(msg.Flags) == 0 {
 		return fmt.Errorf("stream message for version %d has no flags", msg.Version)
 	}
 	old := p.current.Load()
-	set, err := flags.Load(msg.Flags)
+	// Recompile reuses every flag whose bytes did not change (Load when
+	// there is no previous set): a change costs in proportion to what
+	// changed, not to the size of the set.
+	var prev *flags.Set
+	if old != nil {
+		prev = old.set
+	}
+	set, err := prev.Recompile(msg.Flags)
+	if err != nil && fast {
+		// The shortcut may have misread the message: encoding/json decides.
+		slow, derr := decodeMessageSlow(data)
+		if derr != nil {
+			return fmt.Errorf("undecodable stream message: %w", derr)
+		}
+		if len(slow.Flags) == 0 {
+			return fmt.Errorf("stream message for version %d has no flags", slow.Version)
+		}
+		if !bytes.Equal(slow.Flags, msg.Flags) {
+			set, err = prev.Recompile(slow.Flags)
+		}
+		msg = slow
+	}
 	if err != nil {
 		return fmt.Errorf("flag set version %d: %w", msg.Version, err)
 	}
@@ -156,7 +178,7 @@ func (p *Provider) apply(data []byte) error {
 		}
 		changed = changedFlags(oldSet, set)
 	}
-	p.current.Store(newFlagState(set, p.cfg.env, msg.Version, msg.ETag, msg.Flags))
+	p.current.Store(newFlagState(set, p.cfg.env, msg.Version, msg.ETag))
 	p.saveCache(msg)
 	p.announce(p.markSynced(old != nil, changed))
 	return nil
@@ -205,7 +227,7 @@ func (p *Provider) loadLocal() error {
 			set, err = flags.Load(data)
 		}
 		if err == nil {
-			p.current.Store(newFlagState(set, p.cfg.env, 0, "", nil))
+			p.current.Store(newFlagState(set, p.cfg.env, 0, ""))
 			return nil
 		}
 		errs = append(errs, fmt.Errorf("bootstrap file %s: %w", path, err))
@@ -233,7 +255,7 @@ func (p *Provider) readCache(path string) (*flagState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newFlagState(set, msg.Environment, msg.Version, msg.ETag, msg.Flags), nil
+	return newFlagState(set, msg.Environment, msg.Version, msg.ETag), nil
 }
 
 // saveCache writes msg's flag set to the cache file, atomically (a

@@ -25,6 +25,7 @@ func TestSSEReader(t *testing.T) {
 		{name: "event without data is not dispatched", input: "event: x\n\ndata: z\n\n", want: []ev{{"", "message", "z"}}},
 		{name: "unknown fields ignored", input: "foo: bar\ndata: q\n\n", want: []ev{{"", "message", "q"}}},
 		{name: "two events", input: "id: 1\ndata: a\n\nid: 2\ndata: b\n\n", want: []ev{{"1", "message", "a"}, {"2", "message", "b"}}},
+		{name: "a long event then a short one (the buffer is reused)", input: "data: abcdef\n\ndata: x\n\n", want: []ev{{"", "message", "abcdef"}, {"", "message", "x"}}},
 		{name: "too large", input: "data: " + strings.Repeat("x", 100) + "\n\n", max: 50, wantErr: "size limit"},
 		{name: "line longer than the read buffer", input: "data: " + strings.Repeat("y", 70<<10) + "\n\n", want: []ev{{"", "message", strings.Repeat("y", 70<<10)}}},
 		{name: "cut inside a line", input: "data: par", wantErr: "inside a line"},
