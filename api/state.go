@@ -102,10 +102,12 @@ func (s *counterSlot) inc(vec *prometheus.CounterVec) {
 	(*c).Inc()
 }
 
-// buildEnvState compiles a snapshot and precomputes its OFREP bodies.
-// Errors are those of flags.Load (a *flags.ValidationError for an invalid set).
-func buildEnvState(snap flags.Snapshot) (*envState, error) {
-	set, err := flags.Load(snap.Document)
+// buildEnvState compiles a snapshot and precomputes its OFREP bodies,
+// reusing the compiled flags of prev (the set served before, or nil) that
+// did not change. Errors are those of flags.Load (a *flags.ValidationError
+// for an invalid set).
+func buildEnvState(snap flags.Snapshot, prev *flags.Set) (*envState, error) {
+	set, err := prev.Recompile(snap.Document)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +279,11 @@ func (s *Server) loadSnapshot(snap flags.Snapshot) error {
 	if bad, ok := s.badVersion[snap.Env]; ok && bad.version == snap.Version && bad.updated.Equal(snap.UpdatedAt) {
 		return bad.err
 	}
-	st, err := buildEnvState(snap)
+	var prev *flags.Set
+	if cur != nil {
+		prev = cur.set
+	}
+	st, err := buildEnvState(snap, prev)
 	if err != nil {
 		s.badVersion[snap.Env] = badSet{version: snap.Version, updated: snap.UpdatedAt, err: err}
 		s.m.reloads.WithLabelValues("invalid").Inc()
