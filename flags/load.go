@@ -43,7 +43,7 @@ func Compile(doc *Document) (*Set, error) {
 		return nil, &ValidationError{Problems: []Problem{{Path: "(root)", Message: "no flag set"}}}
 	}
 	var ps problems
-	root := docTree(doc, &ps)
+	root := docTree(doc, &ps, nil)
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
@@ -162,7 +162,11 @@ func jsonErrorText(data []byte, err error) string {
 // docTree turns a Document (perhaps built in code or decoded by
 // encoding/json) back into a node tree so that it goes through exactly the
 // same checks as parsed input.
-func docTree(doc *Document, ps *problems) *node {
+//
+// With prev, a flag whose definition is exactly one of prev's (see
+// sameDefinition) is not converted but marked for reuse, as the fast
+// parser marks unchanged bytes.
+func docTree(doc *Document, ps *problems, prev *Set) *node {
 	root := &node{kind: nObj}
 	add := func(k string, v *node) {
 		root.keys = append(root.keys, k)
@@ -173,8 +177,21 @@ func docTree(doc *Document, ps *problems) *node {
 	}
 	flags := &node{kind: nObj} // a nil map is an empty flag set
 	keys := sortedKeys(doc.Flags)
+	if prev != nil {
+		flags.ext = &nodeExt{spans: make([]flagSpan, 0, len(keys))}
+	}
 	for _, k := range keys {
 		f := doc.Flags[k]
+		if prev != nil {
+			i := prev.index(k, len(flags.keys))
+			if i >= 0 && sameDefinition(f, prev.src.recs[i].def) {
+				flags.keys = append(flags.keys, k)
+				flags.vals = append(flags.vals, reusedFlag)
+				flags.ext.spans = append(flags.ext.spans, flagSpan{reuse: int32(i)})
+				continue
+			}
+			flags.ext.spans = append(flags.ext.spans, flagSpan{reuse: -1})
+		}
 		path := joinPath("flags", k)
 		if f == nil {
 			flags.keys = append(flags.keys, k)
@@ -567,17 +584,21 @@ func (b *builder) fillFlags() {
 	}
 }
 
-// materialize reads a reused flag's bytes, for compiling it again.
+// materialize reads a reused flag's definition, for compiling it again:
+// the canonical JSON prev holds for it, which reads back to the same
+// definition.
 func (b *builder) materialize(src *flagSource) {
 	src.path = joinPath("flags", src.key)
-	raw := b.input[src.span.start:src.span.end]
+	raw := b.prev.src.seg(&b.prev.src.recs[src.reuse])
 	fn, err := parseJSONTree(raw, &b.ps, src.path)
 	if err != nil { // not reachable: the same bytes were read before
 		b.ps.add(src.path, "invalid JSON: %s", jsonErrorText(raw, err))
 		return
 	}
 	if s, ok := b.readFlagSource(src.key, src.path, fn, false); ok {
-		s.reuse, s.span, s.seg0, s.seg1 = -1, src.span, src.seg0, src.seg1
+		// The definition stays prev's: canonical JSON leaves out an empty
+		// metadata object, which the definition keeps.
+		s.flag, s.reuse, s.span, s.seg0, s.seg1 = src.flag, -1, src.span, src.seg0, src.seg1
 		*src = s
 	}
 }

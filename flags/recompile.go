@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -40,7 +41,7 @@ func CompileFrom(prev *Set, doc *Document) (*Set, error) {
 		prev = nil
 	}
 	var ps problems
-	root := docTree(doc, &ps)
+	root := docTree(doc, &ps, prev)
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
@@ -345,4 +346,73 @@ func (r *reuseCheck) reuse(src *flagSource, seg []byte, hint int) *flag {
 		f = f.withSetMetadata(r.doc.Metadata, src.flag.Metadata)
 	}
 	return f
+}
+
+// sameDefinition reports whether f (from a Document built in code) is
+// exactly def, a definition as a set holds it: the same state, default,
+// targeting bytes and metadata presence, and values of the kinds JSON
+// decodes to, equal bit for bit. Reading f then yields def, so CompileFrom
+// can take def and its compiled flag without converting f. Anything else
+// (other Go types, a key, targeting not in canonical form) is "not the
+// same" and goes through the ordinary checks.
+func sameDefinition(f, def *Flag) bool {
+	switch {
+	case f == nil || def == nil || f.Key != "" || f.State != def.State:
+		return false
+	case (f.DefaultVariant == nil) != (def.DefaultVariant == nil):
+		return false
+	case f.DefaultVariant != nil && *f.DefaultVariant != *def.DefaultVariant:
+		return false
+	case !bytes.Equal(f.Targeting, def.Targeting) || (f.Targeting == nil) != (def.Targeting == nil):
+		return false
+	case (f.Metadata == nil) != (def.Metadata == nil) || (f.Variants == nil) != (def.Variants == nil):
+		return false
+	}
+	return sameValue(map[string]any(f.Variants), map[string]any(def.Variants), 0) &&
+		sameValue(map[string]any(f.Metadata), map[string]any(def.Metadata), 0)
+}
+
+// sameValue compares values of JSON's Go kinds strictly (floats by their
+// bits, so that -0 and 0 differ as their JSON does).
+func sameValue(a, b any, depth int) bool {
+	if depth > maxNesting {
+		return false
+	}
+	switch x := a.(type) {
+	case nil:
+		return b == nil
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case float64:
+		y, ok := b.(float64)
+		return ok && math.Float64bits(x) == math.Float64bits(y)
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) || (x == nil) != (y == nil) {
+			return false
+		}
+		for i := range x {
+			if !sameValue(x[i], y[i], depth+1) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) || (x == nil) != (y == nil) {
+			return false
+		}
+		for k, v := range x {
+			w, found := y[k]
+			if !found || !sameValue(v, w, depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }

@@ -429,6 +429,15 @@ func assertSameSet(t *testing.T, got, want *Set) {
 		gv, wv := reflect.ValueOf(g), reflect.ValueOf(w)
 		for i := range gv.NumField() {
 			if a, b := gv.Field(i).Interface(), wv.Field(i).Interface(); !reflect.DeepEqual(a, b) {
+				if gd, ok := a.(*Document); ok {
+					wd := b.(*Document)
+					for k := range wd.Flags {
+						if !reflect.DeepEqual(gd.Flags[k], wd.Flags[k]) {
+							t.Fatalf("Documents differ in flag %s:\n got %#v\nwant %#v", k, gd.Flags[k], wd.Flags[k])
+						}
+					}
+					t.Fatalf("Documents differ:\n got %#v\nwant %#v", gd, wd)
+				}
 				aj, _ := json.Marshal(a)
 				bj, _ := json.Marshal(b)
 				t.Fatalf("sets differ in %s:\n got %.3000s\nwant %.3000s", gv.Type().Field(i).Name, aj, bj)
@@ -830,6 +839,95 @@ func TestRecompileLimits(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// CompileFrom takes a previous definition as it is only when it reads
+// back to exactly it; near misses go through the ordinary checks (and keep
+// the compiled flag when their canonical definition is the same) and give
+// what Compile gives.
+func TestCompileFromNearMisses(t *testing.T) {
+	prev := mustLoad(t, `{"flags": {
+	  "n": {"state": "ENABLED", "variants": {"a": 0, "b": 1.5}, "defaultVariant": "a", "metadata": {}},
+	  "t": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+	        "targeting": {"if": [{"==": [{"var": "x"}, 1]}, "on", null]}}}}`)
+	base := prev.Document()
+	cases := []struct {
+		name  string
+		edit  func(d *Document)
+		reuse map[string]bool // whether each flag keeps its compiled form
+	}{
+		{"unchanged", func(*Document) {}, map[string]bool{"n": true, "t": true}},
+		{"minus zero is not zero", func(d *Document) { d.Flags["n"].Variants["a"] = math.Copysign(0, -1) }, map[string]bool{"n": false, "t": true}},
+		{"an int reads as the float64", func(d *Document) { d.Flags["n"].Variants["a"] = 0 }, map[string]bool{"n": true, "t": true}},
+		{"no metadata is not empty metadata", func(d *Document) { d.Flags["n"].Metadata = nil }, map[string]bool{"n": false, "t": true}},
+		{"a matching key is checked and dropped", func(d *Document) { d.Flags["n"].Key = "n" }, map[string]bool{"n": true, "t": true}},
+		{"targeting with spaces is made compact", func(d *Document) {
+			d.Flags["t"].Targeting = json.RawMessage(`{"if": [{"==": [{"var": "x"}, 1]}, "on", null]}`)
+		}, map[string]bool{"n": true, "t": true}},
+		{"targeting respelled", func(d *Document) {
+			d.Flags["t"].Targeting = json.RawMessage(`{"if":[{"==":[{"var":"x"},1.0]},"on",null]}`)
+		}, map[string]bool{"n": true, "t": false}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := base.Clone()
+			tc.edit(d)
+			got, err := CompileFrom(prev, d)
+			want, wantErr := Compile(d)
+			if err != nil || wantErr != nil {
+				t.Fatalf("CompileFrom: %v; Compile: %v", err, wantErr)
+			}
+			assertSameSet(t, got, want)
+			for k, reused := range tc.reuse {
+				if kept := got.flags[k] == prev.flags[k]; kept != reused {
+					t.Errorf("flag %s: kept its compiled form = %v, want %v", k, kept, reused)
+				}
+			}
+		})
+	}
+	// A NaN never compares equal, and is reported as Compile reports it.
+	d := base.Clone()
+	d.Flags["n"].Variants["a"] = math.NaN()
+	_, err := CompileFrom(prev, d)
+	_, want := Compile(d)
+	if err == nil || err.Error() != want.Error() {
+		t.Fatalf("CompileFrom: %v; Compile: %v", err, want)
+	}
+}
+
+func TestSameDefinition(t *testing.T) {
+	dv := func(s string) *string { return &s }
+	def := &Flag{State: Enabled, Variants: map[string]any{"a": 0.0, "b": []any{"x", map[string]any{"k": true}}},
+		DefaultVariant: dv("a"), Targeting: json.RawMessage(`{"var":"x"}`), Metadata: map[string]any{}}
+	same := func() *Flag { return def.Clone() }
+	cases := []struct {
+		name string
+		edit func(f *Flag)
+		want bool
+	}{
+		{"a copy", func(*Flag) {}, true},
+		{"minus zero", func(f *Flag) { f.Variants["a"] = math.Copysign(0, -1) }, false},
+		{"an int", func(f *Flag) { f.Variants["a"] = 0 }, false},
+		{"a json.Number", func(f *Flag) { f.Variants["a"] = json.Number("0") }, false},
+		{"nested change", func(f *Flag) { f.Variants["b"].([]any)[1].(map[string]any)["k"] = false }, false},
+		{"a []string", func(f *Flag) { f.Variants["b"] = []string{"x"} }, false},
+		{"nil metadata", func(f *Flag) { f.Metadata = nil }, false},
+		{"a key", func(f *Flag) { f.Key = "k" }, false},
+		{"no default", func(f *Flag) { f.DefaultVariant = nil }, false},
+		{"another default", func(f *Flag) { f.DefaultVariant = dv("b") }, false},
+		{"other targeting bytes", func(f *Flag) { f.Targeting = json.RawMessage(`{"var": "x"}`) }, false},
+		{"disabled", func(f *Flag) { f.State = Disabled }, false},
+		{"an extra variant", func(f *Flag) { f.Variants["c"] = nil }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := same()
+			tc.edit(f)
+			if got := sameDefinition(f, def); got != tc.want {
+				t.Fatalf("sameDefinition = %v, want %v", got, tc.want)
 			}
 		})
 	}
