@@ -290,7 +290,7 @@ type builder struct {
 	// Document and one compiled form: both are immutable.
 	variants map[string]*sharedVariants
 	scratch  []byte
-	rules    map[string]sharedRule // compiled rules by canonical targeting
+	rules    map[string]*rule // compiled rules by canonical targeting
 	strs     map[string]*string
 	raws     map[string]json.RawMessage
 	metas    map[string]map[string]any
@@ -326,12 +326,6 @@ func (b *builder) newDef() *Flag {
 		return &b.defSlab[len(b.defSlab)-1]
 	}
 	return new(Flag)
-}
-
-// sharedRule is a compiled rule and the evaluators it expands.
-type sharedRule struct {
-	r    *rule
-	deps []string
 }
 
 // The Document's definitions are immutable (Document hands out deep

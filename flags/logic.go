@@ -90,6 +90,7 @@ type op struct {
 // rule is a compiled targeting rule.
 type rule struct {
 	root *op
+	deps []string // the evaluators it expands, sorted (shared: do not modify)
 }
 
 // env is the state of one evaluation. It lives on the evaluating

@@ -334,7 +334,7 @@ func (r *reuseCheck) reuse(src *flagSource, seg []byte, hint int) *flag {
 	}
 	f := rec.f
 	if !r.evalsSame {
-		for _, name := range f.deps {
+		for _, name := range f.deps() {
 			ov, ok1 := r.prev.doc.Evaluators[name]
 			nv, ok2 := r.doc.Evaluators[name]
 			if !ok1 || !ok2 || !bytes.Equal(ov, nv) {

@@ -96,12 +96,39 @@ type flag struct {
 	rule     *rule            // nil when there is no targeting
 	meta     map[string]any
 	names    []string // variant names, sorted
-	// fixed is the resolution when it does not depend on the context:
-	// no targeting, or DISABLED.
-	fixed Resolution
-	// deps are the evaluators the targeting expands (sorted): the
-	// compiled flag is valid only with those exact evaluators.
-	deps []string
+}
+
+// fixed is the resolution when it does not depend on the context: no
+// targeting, or DISABLED. It is built on each call rather than kept, which
+// keeps flags small (a set is mostly flags, and the garbage collector
+// scans every one).
+func (f *flag) fixed() Resolution {
+	var r Resolution
+	f.fixedInto(&r)
+	return r
+}
+
+// fixedInto is fixed writing into *r (every field).
+func (f *flag) fixedInto(r *Resolution) {
+	*r = Resolution{Key: f.key, Metadata: f.meta}
+	switch {
+	case f.state == Disabled:
+		r.Reason = ReasonDisabled
+	case f.def < 0:
+		r.Reason = ReasonDefault
+	default:
+		vr := &f.variants[f.def]
+		r.Value, r.Variant, r.Reason = vr.value, vr.name, ReasonStatic
+	}
+}
+
+// deps are the evaluators the targeting expands (sorted): the compiled
+// flag is valid only with those exact evaluators.
+func (f *flag) deps() []string {
+	if f.rule == nil {
+		return nil
+	}
+	return f.rule.deps
 }
 
 // variant is one variant with its value boxed once, so that resolutions
@@ -179,7 +206,7 @@ func (s *Set) Evaluate(key string, ctx map[string]any) Resolution {
 		return Resolution{Key: key, Reason: ReasonError, ErrorCode: ErrorFlagNotFound, ErrorMessage: msgFlagNotFound}
 	}
 	if f.rule == nil || f.state == Disabled {
-		return f.fixed
+		return f.fixed()
 	}
 	return f.evaluate(s, ctx)
 }
@@ -293,7 +320,7 @@ func (s *Set) typed(r *Resolution, key string, want ValueType, ctx map[string]an
 			ErrorMessage: typeMismatch(f.typ, want), Metadata: f.meta}
 		return false
 	case f.rule == nil || f.state == Disabled:
-		*r = f.fixed
+		f.fixedInto(r)
 	default:
 		f.evaluateInto(r, s, ctx)
 	}
@@ -432,13 +459,14 @@ func (b *builder) compileFlag(src *flagSource, c *compiler) *flag {
 		// its compiled rule: rules are immutable, and what they do depends
 		// only on their JSON and the evaluators.
 		if cr, found := b.rules[string(fd.Targeting)]; found {
-			f.rule, f.deps = cr.r, cr.deps
+			f.rule = cr
 		} else if r := c.compileRule(src.targeting, joinPath(path, "targeting")); r != nil {
-			f.rule, f.deps = r, c.ruleDeps()
+			r.deps = c.ruleDeps()
+			f.rule = r
 			if b.rules == nil {
-				b.rules = map[string]sharedRule{}
+				b.rules = map[string]*rule{}
 			}
-			b.rules[string(fd.Targeting)] = sharedRule{r: r, deps: f.deps}
+			b.rules[string(fd.Targeting)] = r
 		} else {
 			ok = false
 		}
@@ -539,13 +567,4 @@ func (f *flag) finish(setMeta, flagMeta map[string]any, names []string) {
 		maps.Copy(f.meta, flagMeta)
 	}
 	f.names = names
-	switch {
-	case f.state == Disabled:
-		f.fixed = Resolution{Key: f.key, Reason: ReasonDisabled, Metadata: f.meta}
-	case f.def < 0:
-		f.fixed = Resolution{Key: f.key, Reason: ReasonDefault, Metadata: f.meta}
-	default:
-		vr := &f.variants[f.def]
-		f.fixed = Resolution{Key: f.key, Value: vr.value, Variant: vr.name, Reason: ReasonStatic, Metadata: f.meta}
-	}
 }
