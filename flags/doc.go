@@ -21,6 +21,16 @@
 // always runs. Rules are bounded: nesting depth, operations after $ref
 // expansion, and a per-evaluation work budget for loops and string building.
 //
+// # Changes
+//
+// [Set.Recompile] (and [CompileFrom] for a Document) builds the next version
+// of a set from the previous one: flags whose canonical definition, the
+// evaluators they expand and the set's metadata are unchanged keep their
+// compiled form, and in JSON input the bytes of an unchanged flag are not even
+// parsed again, so a change costs in proportion to what changed. The result
+// is indistinguishable from a fresh [Load] (same Hash, Document, Info and
+// resolutions), and its errors are Load's.
+//
 // # Evaluation
 //
 // Targeting follows JsonLogic as jsonlogic.com defines it (JavaScript's
