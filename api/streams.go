@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 
 	"github.com/flagpole/flagpole/api/ofrep"
@@ -85,11 +86,25 @@ func (s *Server) publishLoop(ctx context.Context) {
 					// and the hub ignores versions it has seen.
 					s.hub.Remove(env)
 				}
-				s.hub.Publish(env, st.version, st.snapshot().ETag(), st.doc)
+				s.hub.Publish(env, st.version, st.streamETag(), st.doc)
 				published[env] = st
 			}
 		}
 	}
+}
+
+// streamETag is the validator the change stream gives this version:
+// `"<version>-<first 16 hex digits of the set's SHA-256>"`. The content
+// part matters when an environment is deleted and created again: its
+// versions start over, so a reconnecting SDK may hold the same version
+// number with other flags, and only the content tells them apart (the SDK
+// then resyncs instead of resuming).
+func (e *envState) streamETag() string {
+	h := e.hash
+	if len(h) > 16 {
+		h = h[:16]
+	}
+	return `"` + strconv.FormatInt(e.version, 10) + "-" + h + `"`
 }
 
 // CloseStreams ends every change stream and makes new ones answer 503, so
@@ -123,7 +138,7 @@ func (s *Server) streamFlags(rc *reqCtx, k auth.Key) error {
 		if st == nil {
 			return 0, "", nil, false
 		}
-		return st.version, st.snapshot().ETag(), st.doc, true
+		return st.version, st.streamETag(), st.doc, true
 	})
 	return nil
 }

@@ -209,7 +209,7 @@ func TestStreamFollowsChanges(t *testing.T) {
 
 	ev := conn.next()
 	m := ev.message(t)
-	if ev.typ != ofrep.StreamSnapshot || ev.id != "1" || m.Version != snap.Version || m.ETag != `"1"` || m.Environment != "prod" || m.Changed != nil {
+	if ev.typ != ofrep.StreamSnapshot || ev.id != "1" || m.Version != snap.Version || !strings.HasPrefix(m.ETag, `"1-`) || m.Environment != "prod" || m.Changed != nil {
 		t.Fatalf("snapshot: %s %s %+v", ev.typ, ev.id, m)
 	}
 	set, err := flags.Load(m.Flags)
@@ -326,8 +326,9 @@ func TestStreamEnvironmentDeletedAndRecreated(t *testing.T) {
 	}
 	h.waitVersion("prod", 5)
 	conn, _ := openStream(t, h.ts.URL, "prod", h.admin, nil)
-	if m := conn.next().message(t); m.Version != 5 {
-		t.Fatalf("snapshot at %d, want 5", m.Version)
+	old := conn.next().message(t)
+	if old.Version != 5 {
+		t.Fatalf("snapshot at %d, want 5", old.Version)
 	}
 	if r := h.do(req{method: "DELETE", path: "/api/v1/environments/prod", key: h.admin}); r.status != 204 {
 		t.Fatalf("DELETE: %d %s", r.status, r.body)
@@ -350,6 +351,26 @@ func TestStreamEnvironmentDeletedAndRecreated(t *testing.T) {
 	}
 	if ev := conn.next(); ev.typ != ofrep.StreamChange || ev.message(t).Version != 2 {
 		t.Fatalf("change after re-creation: %+v", ev)
+	}
+	// Recreate it once more and bring it back to version 5 with other
+	// flags: a client reconnecting with Last-Event-ID 5 is resumed, but the
+	// resume's etag differs from the one it holds, so it can tell (the SDK
+	// then asks for a snapshot).
+	if r := h.do(req{method: "DELETE", path: "/api/v1/environments/prod", key: h.admin}); r.status != 204 {
+		t.Fatalf("DELETE: %d %s", r.status, r.body)
+	}
+	h.createEnv("prod", `{"flags":{"only":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}}}`)
+	for i := range 4 {
+		state := []string{"DISABLED", "ENABLED"}[i%2]
+		if r := h.do(req{method: "PATCH", path: "/api/v1/environments/prod/flags/only", key: h.admin, body: `{"state":"` + state + `"}`}); r.status != 200 {
+			t.Fatalf("PATCH: %d", r.status)
+		}
+	}
+	h.waitVersion("prod", 5)
+	conn, _ = openStream(t, h.ts.URL, "prod", h.admin, map[string]string{ofrep.HeaderLastEventID: "5"})
+	ev := conn.next()
+	if m := ev.message(t); ev.typ != ofrep.StreamResume || m.Version != 5 || m.ETag == old.ETag || !strings.HasPrefix(m.ETag, `"5-`) {
+		t.Fatalf("resume at the same version with other flags: %s %+v, held etag %s", ev.typ, m, old.ETag)
 	}
 }
 
