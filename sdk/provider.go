@@ -22,10 +22,13 @@
 // Retry-After is honoured by answering from the caller's default until then.
 //
 // Tracking ([Provider.Track]) and exposures (a provider hook recording
-// flag, variant and targeting key, once per window) are queued in bounded
-// memory and sent in batches to POST /api/v1/environments/{env}/events by
-// a background goroutine; evaluation never waits on I/O. Shutdown flushes
-// the queue and stops every goroutine.
+// flag, variant and targeting key, once per window, for experiment flags:
+// those whose metadata has "experiment", see [ExperimentMetadataKey]) are
+// queued in bounded memory and sent in batches to POST
+// /api/v1/environments/{env}/events by a background goroutine; evaluation
+// never waits on I/O. Shutdown flushes the queue and stops every goroutine.
+// In remote mode the hook is off: the server records the exposures of the
+// OFREP evaluations it answers.
 //
 // The package imports only package flags, package api/ofrep and the
 // OpenFeature SDK, so that an application inherits nothing of the server.
@@ -121,7 +124,7 @@ func NewProvider(opts ...Option) *Provider {
 	}
 	if cfg.base != nil {
 		p.track = newTracker(&p.cfg)
-		if cfg.exposureWindow > 0 {
+		if cfg.exposureWindow > 0 && !cfg.remote { // remote: the server records OFREP exposures
 			p.hooks = []openfeature.Hook{exposureHook{t: p.track}}
 		}
 	}
@@ -131,8 +134,9 @@ func NewProvider(opts ...Option) *Provider {
 // Metadata names the provider.
 func (p *Provider) Metadata() openfeature.Metadata { return openfeature.Metadata{Name: Name} }
 
-// Hooks returns the exposure hook, unless exposures are disabled or the
-// provider is offline.
+// Hooks returns the exposure hook, unless exposures are disabled, the
+// provider is offline or it evaluates remotely (the server records those
+// exposures).
 func (p *Provider) Hooks() []openfeature.Hook { return p.hooks }
 
 // EventChannel is where the provider announces state changes after Init

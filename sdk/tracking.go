@@ -247,8 +247,14 @@ func (t *tracker) send(ctx context.Context, batch []item) (retry bool, err error
 	return resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500, err
 }
 
+// ExperimentMetadataKey is the flag metadata member that marks a flag as
+// serving an experiment (its value is the experiment's key): the exposure
+// hook records exposures of these flags only.
+const ExperimentMetadataKey = "experiment"
+
 // exposureHook records an exposure after each successful evaluation that
-// chose a variant for a subject with a targeting key.
+// chose a variant of an experiment flag (its metadata has a non-empty
+// string "experiment") for a subject with a targeting key.
 type exposureHook struct {
 	openfeature.UnimplementedHook
 	t *tracker
@@ -257,6 +263,9 @@ type exposureHook struct {
 // After records the exposure; it never fails an evaluation.
 func (h exposureHook) After(_ context.Context, hc openfeature.HookContext, d openfeature.InterfaceEvaluationDetails, _ openfeature.HookHints) error {
 	if d.Variant == "" {
+		return nil
+	}
+	if exp, _ := d.FlagMetadata[ExperimentMetadataKey].(string); exp == "" {
 		return nil
 	}
 	tk := hc.EvaluationContext().TargetingKey()

@@ -28,8 +28,23 @@ func collect(t *testing.T, s *flagServer, n int) []ofrep.TrackingEvent {
 	return got
 }
 
+// experimentFlags has experiment flags (metadata "experiment", from the
+// flag or the set) and ordinary ones, whose evaluations are no exposures.
+const experimentFlags = `{
+  "flags": {
+    "targeted": {"state": "ENABLED", "variants": {"a": "A", "b": "B"}, "defaultVariant": "b",
+      "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "a", null]}, "metadata": {"experiment": "exp-1"}},
+    "plain": {"state": "ENABLED", "variants": {"a": "A", "b": "B"}, "defaultVariant": "b",
+      "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "a", null]}},
+    "not-a-key": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "metadata": {"experiment": 7}},
+    "empty-key": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "metadata": {"experiment": ""}},
+    "code-default": {"state": "ENABLED", "variants": {"on": true, "off": false}, "metadata": {"experiment": "exp-2"},
+      "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", null]}}
+  }
+}`
+
 func TestTrackingAndExposures(t *testing.T) {
-	s := newFlagServer(t, parityFlags)
+	s := newFlagServer(t, experimentFlags)
 	a := newApp(t)
 	if err := a.start(fastOptions(s, WithEventFlush(time.Hour, 100))...); err != nil {
 		t.Fatal(err)
@@ -41,6 +56,9 @@ func TestTrackingAndExposures(t *testing.T) {
 		_, _ = a.client.StringValue(bg, "targeted", "", u1)
 	}
 	_, _ = a.client.StringValue(bg, "targeted", "", openfeature.NewEvaluationContext("u3", nil))                                          // variant b
+	_, _ = a.client.StringValue(bg, "plain", "", u1)                                                                                      // no experiment: no exposure
+	_, _ = a.client.BooleanValue(bg, "not-a-key", false, u1)                                                                              // experiment not a string: no exposure
+	_, _ = a.client.BooleanValue(bg, "empty-key", false, u1)                                                                              // empty experiment: no exposure
 	_, _ = a.client.BooleanValue(bg, "code-default", false, openfeature.NewEvaluationContext("u1", nil))                                  // no variant: no exposure
 	_, _ = a.client.StringValue(bg, "targeted", "", openfeature.NewTargetlessEvaluationContext(nil))                                      // no subject: no exposure
 	_, _ = a.client.BooleanValue(bg, "missing", false, openfeature.NewEvaluationContext("u1", nil))                                       // error: no exposure
@@ -74,6 +92,67 @@ func TestTrackingAndExposures(t *testing.T) {
 	case b := <-s.batches:
 		t.Errorf("extra batch %+v", b)
 	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// The exposure hook decides on the resolved metadata alone: a set-level
+// "experiment" applies to every flag unless a flag overrides it.
+func TestExposureHookMetadata(t *testing.T) {
+	tests := []struct {
+		name     string
+		metadata openfeature.FlagMetadata
+		variant  string
+		key      string
+		want     bool
+	}{
+		{name: "experiment flag", metadata: openfeature.FlagMetadata{"experiment": "exp-1", "team": "web"}, variant: "on", key: "u1", want: true},
+		{name: "no metadata", variant: "on", key: "u1"},
+		{name: "other metadata", metadata: openfeature.FlagMetadata{"team": "web"}, variant: "on", key: "u1"},
+		{name: "experiment not a string", metadata: openfeature.FlagMetadata{"experiment": true}, variant: "on", key: "u1"},
+		{name: "empty experiment", metadata: openfeature.FlagMetadata{"experiment": ""}, variant: "on", key: "u1"},
+		{name: "no variant", metadata: openfeature.FlagMetadata{"experiment": "exp-1"}, key: "u1"},
+		{name: "no targeting key", metadata: openfeature.FlagMetadata{"experiment": "exp-1"}, variant: "on"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := newConfig([]Option{WithURL("http://127.0.0.1:1")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := newTracker(&cfg)
+			h := exposureHook{t: tr}
+			hc := openfeature.NewHookContext("f", openfeature.String, "", openfeature.ClientMetadata{}, openfeature.Metadata{},
+				openfeature.NewEvaluationContext(tc.key, nil))
+			d := openfeature.InterfaceEvaluationDetails{}
+			d.Variant, d.FlagMetadata = tc.variant, tc.metadata
+			if err := h.After(bg, hc, d, openfeature.HookHints{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(tr.queue) == 1; got != tc.want {
+				t.Errorf("exposure recorded = %v, want %v (queue %+v)", got, tc.want, tr.queue)
+			}
+		})
+	}
+}
+
+// In remote mode the server records the exposures of OFREP evaluations,
+// so the provider has no exposure hook.
+func TestRemoteModeHasNoExposureHook(t *testing.T) {
+	tests := []struct {
+		name      string
+		opts      []Option
+		wantHooks int
+	}{
+		{name: "in-process", opts: []Option{WithURL("http://127.0.0.1:1")}, wantHooks: 1},
+		{name: "remote", opts: []Option{WithURL("http://127.0.0.1:1"), WithRemoteEvaluation()}, wantHooks: 0},
+		{name: "exposures off", opts: []Option{WithURL("http://127.0.0.1:1"), WithExposureWindow(0)}, wantHooks: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := len(NewProvider(tc.opts...).Hooks()); got != tc.wantHooks {
+				t.Errorf("%d hooks, want %d", got, tc.wantHooks)
+			}
+		})
 	}
 }
 
