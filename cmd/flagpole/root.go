@@ -108,6 +108,7 @@ Every command exits 0 on success and 1 on any error ('analysis gate' and
 		a.keysCommand(),
 		a.templatesCommand(),
 		a.analysisCommand(),
+		a.rolloutCommand(), a.killCommand(),
 	)
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
