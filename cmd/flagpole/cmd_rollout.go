@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -119,6 +120,29 @@ type rolloutJSON struct {
 	CreatedAt     time.Time       `json:"createdAt"`
 	UpdatedAt     time.Time       `json:"updatedAt"`
 	EndedAt       time.Time       `json:"endedAt"`
+	// Holding: the last step (below 100%) is done; the rollout stays there
+	// until promoted. PausedOnFail: paused by a gate, not by someone.
+	Holding      bool   `json:"holding"`
+	PausedOnFail bool   `json:"pausedOnFail"`
+	FinalVariant string `json:"finalVariant"`
+}
+
+// stateText is the state with what qualifies it: "running (holding until
+// promoted)", "paused (by a failed gate)".
+func (r *rolloutJSON) stateText() string {
+	switch {
+	case r.Holding && !rolloutEnded(r.State):
+		return r.State + " (holding until promoted)"
+	case r.PausedOnFail && r.State == rolloutPaused:
+		return r.State + " (by its gate)"
+	}
+	return r.State
+}
+
+// needsAttention says whether the rollout waits for someone: paused, or
+// holding at a last step below 100%.
+func (r *rolloutJSON) needsAttention() bool {
+	return r.State == rolloutPaused || (r.Holding && r.State == rolloutRunning)
 }
 
 // current is the step the rollout is at, or nil when the index is out of range.
@@ -162,31 +186,42 @@ func (r *rolloutJSON) evidenceText() string {
 	if json.Unmarshal(raw, &s) == nil {
 		return s
 	}
-	var obj struct {
-		Reason     string `json:"reason"`
-		Verdict    string `json:"verdict"`
-		AnalysisID string `json:"analysisId"`
-		Metrics    []struct {
-			Metric  string `json:"metric"`
-			Name    string `json:"name"`
-			Verdict string `json:"verdict"`
-			Reason  string `json:"reason"`
-		} `json:"metrics"`
+	type metric struct {
+		Metric  string `json:"metric"`
+		Name    string `json:"name"`
+		Verdict string `json:"verdict"`
+		Reason  string `json:"reason"`
 	}
-	if json.Unmarshal(raw, &obj) == nil && obj.Reason != "" {
-		var b strings.Builder
-		b.WriteString(obj.Reason)
-		for _, m := range obj.Metrics {
-			if m.Verdict != "fail" {
-				continue
-			}
-			name := m.Metric
-			if name == "" {
-				name = m.Name
-			}
-			fmt.Fprintf(&b, "; %s: %s", name, m.Reason)
+	var obj struct {
+		Reason     string   `json:"reason"`
+		Message    string   `json:"message"`
+		AnalysisID string   `json:"analysisId"`
+		Metrics    []metric `json:"metrics"`
+		Report     *struct {
+			Reason  string   `json:"reason"`
+			Metrics []metric `json:"metrics"`
+		} `json:"report"`
+	}
+	if json.Unmarshal(raw, &obj) == nil {
+		reason, metrics := obj.Reason, obj.Metrics
+		if obj.Report != nil {
+			reason = cmp.Or(reason, obj.Report.Reason)
+			metrics = append(metrics, obj.Report.Metrics...)
 		}
-		return b.String()
+		reason = cmp.Or(reason, obj.Message)
+		if reason != "" {
+			var b strings.Builder
+			if obj.AnalysisID != "" {
+				b.WriteString("analysis " + obj.AnalysisID + ": ")
+			}
+			b.WriteString(reason)
+			for _, m := range metrics {
+				if m.Verdict == "fail" && !strings.Contains(reason, m.Reason) {
+					fmt.Fprintf(&b, "; %s: %s", cmp.Or(m.Metric, m.Name), m.Reason)
+				}
+			}
+			return b.String()
+		}
 	}
 	var buf bytes.Buffer
 	if json.Compact(&buf, raw) != nil {
@@ -594,7 +629,7 @@ func (a *app) printRollout(r *rolloutJSON, now time.Time) error {
 	fmt.Fprintf(tw, "id:\t%s\n", r.ID)
 	fmt.Fprintf(tw, "flag:\t%s in %s\n", r.Flag, r.Env)
 	fmt.Fprintf(tw, "variant:\t%s replacing %s\n", r.Variant, r.From)
-	fmt.Fprintf(tw, "state:\t%s\n", r.State)
+	fmt.Fprintf(tw, "state:\t%s\n", r.stateText())
 	fmt.Fprintf(tw, "progress:\t%s %s (%s)\n", progressBar(r.Percent, 20, false), fmtPercent(r.Percent), r.stepLabel())
 	switch {
 	case r.State == rolloutScheduled:

@@ -62,6 +62,8 @@ type fakeRollout struct {
 	CreatedAt     time.Time       `json:"createdAt"`
 	UpdatedAt     time.Time       `json:"updatedAt"`
 	EndedAt       *time.Time      `json:"endedAt,omitempty"`
+	Holding       bool            `json:"holding,omitempty"`
+	PausedOnFail  bool            `json:"pausedOnFail,omitempty"`
 }
 
 // fakeRollouts is the fake server's state and the requests it received.
@@ -409,7 +411,7 @@ onFail: pause
 			fake:   seeded,
 			args:   []string{"rollout", "status", "--flag", "search"},
 			reqs:   []string{"GET /api/v1/environments/prod/rollouts?flag=search", "GET /api/v1/environments/prod/rollouts/ro_3"},
-			stdout: []string{"state: failed", "reason: analysis http-errors-cd34 failed", "evidence: error-rate: canary 31% vs baseline 2%; error-rate: canary 31% vs baseline 2%", "ended: 2025-06-01 11:00:00Z"},
+			stdout: []string{"state: failed", "reason: analysis http-errors-cd34 failed", "evidence: error-rate: canary 31% vs baseline 2%\n", "ended: 2025-06-01 11:00:00Z"},
 		},
 		{name: "status of an unknown rollout", fake: seeded, args: []string{"rollout", "status", "ro_9"}, code: 1,
 			reqs: []string{"GET /api/v1/environments/prod/rollouts/ro_9"}, stderr: []string{"flagpole: rollout ro_9 not found (HTTP 404 not_found)"}},
@@ -573,6 +575,7 @@ func TestRolloutWatch(t *testing.T) {
 		r.History = append(r.History, fakeEvent{Time: fakeT0.Add(time.Minute), Event: "failed", Step: 1, Actor: "system:rollout", Reason: "rolled back"})
 	})
 	paused := ro2With(func(r *fakeRollout) { r.State, r.Version, r.Verdict = "paused", 5, "fail" })
+	holding := ro2With(func(r *fakeRollout) { r.Version, r.Holding = 5, true })
 	aborted := ro2With(func(r *fakeRollout) { r.State, r.Percent, r.Version = "aborted", 0, 5 })
 
 	tests := []struct {
@@ -626,6 +629,14 @@ func TestRolloutWatch(t *testing.T) {
 			args:   []string{"--progress", "plain"},
 			code:   2,
 			stdout: []string{"rollout ro_2 is PAUSED at 25% (step 2 of 3) and needs attention: flagpole rollout resume|retry|abort ro_2 --env prod"},
+			gets:   2,
+		},
+		{
+			name:   "holding below 100% until promoted: exit 2",
+			script: []fakeRollout{running, holding},
+			args:   []string{"--progress", "plain"},
+			code:   2,
+			stdout: []string{"running (holding until promoted)", "rollout ro_2 is HOLDING at 25% (step 2 of 3) until promoted: flagpole rollout promote ro_2 --env prod"},
 			gets:   2,
 		},
 		{
@@ -826,6 +837,11 @@ func TestRolloutRendering(t *testing.T) {
 		{"wire duration odd", wireDuration("soon").String(), "soon"},
 		{"evidence string", (&rolloutJSON{Evidence: json.RawMessage(`"too many errors"`)}).evidenceText(), "too many errors"},
 		{"evidence other shape", (&rolloutJSON{Evidence: json.RawMessage(`{"score": 12}`)}).evidenceText(), `{"score":12}`},
+		{"evidence of the server's shape", (&rolloutJSON{Evidence: json.RawMessage(`{"analysisId":"ro-1-a1","template":"t","phase":"Failed",` +
+			`"message":"Failed: error-rate worse","report":{"verdict":"fail","reason":"error-rate: canary 30% vs 2%",` +
+			`"metrics":[{"metric":"error-rate","verdict":"fail","reason":"30% vs 2%"},{"metric":"latency","verdict":"fail","reason":"p50 +40%"},{"metric":"cpu","verdict":"pass","reason":"ok"}]}}`)}).evidenceText(),
+			"analysis ro-1-a1: error-rate: canary 30% vs 2%; latency: p50 +40%"},
+		{"evidence message only", (&rolloutJSON{Evidence: json.RawMessage(`{"analysisId":"a","phase":"Error","message":"Prometheus unreachable"}`)}).evidenceText(), "analysis a: Prometheus unreachable"},
 		{"no evidence", (&rolloutJSON{Evidence: json.RawMessage(`null`)}).evidenceText(), ""},
 	}
 	for _, tc := range tests {

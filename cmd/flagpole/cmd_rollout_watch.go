@@ -138,7 +138,7 @@ func (a *app) watchRollout(cmd *cobra.Command, cl *client, env, id string, o *wa
 	case rolloutFailed, rolloutAborted:
 		return &exitError{code: exitFail}
 	}
-	return &exitError{code: exitInconclusive} // paused
+	return &exitError{code: exitInconclusive} // paused, or holding below 100%
 }
 
 // rolloutWatcher polls one rollout and renders its progress.
@@ -187,7 +187,7 @@ func (w *rolloutWatcher) run(ctx context.Context) (*rolloutJSON, error) {
 			if err := w.show(&r, rep.body); err != nil {
 				return last, err
 			}
-			if rolloutEnded(r.State) || (r.State == rolloutPaused && !w.waitPaused) {
+			if rolloutEnded(r.State) || (r.needsAttention() && !w.waitPaused) {
 				return last, w.summary(&r)
 			}
 		}
@@ -254,7 +254,7 @@ func eventLine(id string, e rolloutEvent) string {
 
 // plainLine is the progress as one line, printed when it changes.
 func (w *rolloutWatcher) plainLine(r *rolloutJSON) string {
-	s := fmt.Sprintf("%s  %s %s %s %s %s", w.now().UTC().Format("15:04:05"), r.ID, r.State, progressBar(r.Percent, 20, false), fmtPercent(r.Percent), r.stepLabel())
+	s := fmt.Sprintf("%s  %s %s %s %s %s", w.now().UTC().Format("15:04:05"), r.ID, r.stateText(), progressBar(r.Percent, 20, false), fmtPercent(r.Percent), r.stepLabel())
 	if r.AnalysisID != "" || r.Verdict != "" {
 		s += ", gate " + gateText(r)
 	}
@@ -269,7 +269,7 @@ func (w *rolloutWatcher) block(r *rolloutJSON) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rollout %s: %s in %s, %s → %s\n", r.ID, r.Flag, r.Env, r.From, r.Variant)
 	fmt.Fprintf(&b, "  %s %6s  %s: %s\n", progressBar(r.Percent, 30, true), fmtPercent(r.Percent), r.stepLabel(), r.plan(" → "))
-	status := "  " + r.State
+	status := "  " + r.stateText()
 	switch {
 	case r.State == rolloutScheduled:
 		status += ", starts " + formatTime(r.StartAt)
@@ -304,6 +304,8 @@ func (w *rolloutWatcher) summary(r *rolloutJSON) error {
 		s = fmt.Sprintf("rollout %s FAILED at %s (%s): %s serves %s", r.ID, stepPercent(r), r.stepLabel(), r.Flag, servedText(r))
 	case rolloutAborted:
 		s = fmt.Sprintf("rollout %s ABORTED at %s (%s): %s serves %s", r.ID, stepPercent(r), r.stepLabel(), r.Flag, servedText(r))
+	case rolloutRunning:
+		s = fmt.Sprintf("rollout %s is HOLDING at %s (%s) until promoted: flagpole rollout promote %s --env %s", r.ID, fmtPercent(r.Percent), r.stepLabel(), r.ID, w.env)
 	default:
 		s = fmt.Sprintf("rollout %s is PAUSED at %s (%s) and needs attention: flagpole rollout resume|retry|abort %s --env %s", r.ID, fmtPercent(r.Percent), r.stepLabel(), r.ID, w.env)
 	}
@@ -327,6 +329,9 @@ func stepPercent(r *rolloutJSON) string {
 
 // servedText says which variant a stopped rollout left the flag serving.
 func servedText(r *rolloutJSON) string {
+	if r.FinalVariant != "" {
+		return r.FinalVariant + " to everyone"
+	}
 	switch r.Percent {
 	case 0:
 		return r.From + " to everyone"
