@@ -7,6 +7,15 @@ import (
 
 var inf = math.Inf(1)
 
+// near reports whether got is within relTol of want, relative for |want| > 1
+// and absolute otherwise; infinities and NaN must match exactly.
+func near(got, want, relTol float64) bool {
+	if math.IsInf(want, 0) || math.IsNaN(want) {
+		return got == want || (math.IsNaN(got) && math.IsNaN(want))
+	}
+	return math.Abs(got-want) <= relTol*math.Max(1, math.Abs(want))
+}
+
 func ptr[T any](v T) *T { return &v }
 
 func pts(n int, level float64, seed int) []Point {

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // Verdict is a judgement of one metric or of a whole measurement.
@@ -289,7 +291,7 @@ func Judge(t *Template, obs Observation) Report {
 	for k, i := range family {
 		pf[k] = pFromLogE(as[i].logEFail)
 	}
-	adj := holm(pf)
+	adj := stat.Holm(pf)
 	for k, i := range family {
 		as[i].ev.PAdjusted = Float(adj[k])
 	}
@@ -434,13 +436,13 @@ func sampleRatio(t *Template, obs Observation) *SampleRatioResult {
 	res.Checked = true
 	res.Baseline, res.Canary, res.Observed = Float(nb), Float(nc), Float(share)
 	chi := (nc-n*pi)*(nc-n*pi)/(n*pi) + (nb-n*(1-pi))*(nb-n*(1-pi))/(n*(1-pi))
-	res.ChiSquare, res.ChiSquareP = Float(chi), Float(chiSquareSF1(chi))
+	res.ChiSquare, res.ChiSquareP = Float(chi), Float(stat.ChiSquareSF(chi, 1))
 	tol := t.SampleRatio.Tolerance
 	lo, hi := pi*(1-tol), min(pi*(1+tol), 1-1e-9)
 	tau := 0.1 * min(pi, 1-pi)
 	eHi := mixLogE(share, math.Sqrt(hi*(1-hi)/n), hi, tau, true)
 	eLo := mixLogE(share, math.Sqrt(lo*(1-lo)/n), lo, tau, false)
-	logE := logAddExp(eHi, eLo) - math.Ln2
+	logE := stat.LogAddExp(eHi, eLo) - math.Ln2
 	res.EValue = Float(math.Exp(logE))
 	band := fmtPct(pi, false)
 	if tol > 0 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // defaultBounds are Prometheus's default histogram buckets.
@@ -18,7 +20,7 @@ var defaultBounds = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 func lognormalBuckets(n, median, sigma float64) []Bucket {
 	out := make([]Bucket, 0, len(defaultBounds)+1)
 	for _, ub := range defaultBounds {
-		out = append(out, Bucket{UpperBound: ub, Count: math.Round(n * normalCDF(math.Log(ub/median)/sigma))})
+		out = append(out, Bucket{UpperBound: ub, Count: math.Round(n * stat.NormalCDF(math.Log(ub/median)/sigma))})
 	}
 	return append(out, Bucket{UpperBound: inf, Count: n})
 }
@@ -462,7 +464,7 @@ func TestJudgeHolmAcrossDecisionMetrics(t *testing.T) {
 	for _, r := range rep.Metrics[:4] {
 		raw = append(raw, float64(r.Evidence.PValue))
 	}
-	want := holm(raw)
+	want := stat.Holm(raw)
 	for i, r := range rep.Metrics[:4] {
 		if !near(float64(r.Evidence.PAdjusted), want[i], 1e-12) {
 			t.Errorf("%s: adjusted %v, want %v (raw %v)", r.Metric, r.Evidence.PAdjusted, want[i], raw)

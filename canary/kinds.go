@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"sort"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // Tuning of the sequential tests. The mixing scales decide which effect sizes
@@ -31,7 +33,7 @@ func decisionTests(dir Direction, est, se, tau, hi, lo float64) (logEFail, pPass
 	case DirectionDecrease:
 		return mixLogE(est, se, lo, tau, false), pFromLogE(mixLogE(est, se, lo, tau, true))
 	case DirectionEither:
-		f := logAddExp(mixLogE(est, se, hi, tau, true), mixLogE(est, se, lo, tau, false)) - math.Ln2
+		f := stat.LogAddExp(mixLogE(est, se, hi, tau, true), mixLogE(est, se, lo, tau, false)) - math.Ln2
 		p := max(pFromLogE(mixLogE(est, se, hi, tau, false)), pFromLogE(mixLogE(est, se, lo, tau, true)))
 		return f, p
 	}
@@ -159,7 +161,7 @@ func analyzeRatio(m *Metric, ms *Measurement, alpha, power float64) analysis {
 			pPass = pFromLogE(bbLogE(ec, n, qLo, k, true))
 		case DirectionEither:
 			a.ev.Boundary = Float(rel)
-			logEFail = logAddExp(bbLogE(ec, n, qHi, k, true), bbLogE(ec, n, qLo, k, false)) - math.Ln2
+			logEFail = stat.LogAddExp(bbLogE(ec, n, qHi, k, true), bbLogE(ec, n, qLo, k, false)) - math.Ln2
 			pPass = max(pFromLogE(bbLogE(ec, n, qHi, k, false)), pFromLogE(bbLogE(ec, n, qLo, k, true)))
 		default:
 			a.ev.Boundary = Float(rel)
@@ -467,7 +469,7 @@ func analyzeHistogram(m *Metric, ms *Measurement, alpha, power float64) analysis
 		pPass = pFromLogE(mixLogE(thLo, seLo, 0.5, tau, true))
 	case DirectionEither:
 		theta, se = thHi, seHi
-		logEFail = logAddExp(mixLogE(thHi, seHi, 0.5, tau, true), mixLogE(thLo, seLo, 0.5, tau, false)) - math.Ln2
+		logEFail = stat.LogAddExp(mixLogE(thHi, seHi, 0.5, tau, true), mixLogE(thLo, seLo, 0.5, tau, false)) - math.Ln2
 		pPass = max(pFromLogE(mixLogE(thHi, seHi, 0.5, tau, false)), pFromLogE(mixLogE(thLo, seLo, 0.5, tau, true)))
 		se = max(seHi, seLo)
 	default:
@@ -672,8 +674,8 @@ func analyzeSeries(m *Metric, ms *Measurement, alpha, power float64, s *seriesSc
 	a := analysis{ev: ev, fmtMargin: fmtMarginOf(m)}
 	level := fmt.Sprintf("%.0f%% CS", 100*(1-alpha))
 	widen := func(se, df float64) float64 {
-		z := normalQuantile(1 - alpha/2)
-		return se * studentTQuantile(1-alpha/2, df) / z
+		z := stat.NormalQuantile(1 - alpha/2)
+		return se * stat.StudentTQuantile(1-alpha/2, df) / z
 	}
 	xs := slices.Grow(s.xs[:0], n)[:n]
 	s.xs = xs

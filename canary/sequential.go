@@ -1,6 +1,10 @@
 package canary
 
-import "math"
+import (
+	"math"
+
+	"github.com/flagpole/flagpole/internal/stat"
+)
 
 // This file holds the anytime-valid tests the judge decides with. Each test
 // produces an e-value E: a nonnegative statistic whose expectation is at most
@@ -43,7 +47,7 @@ func mixLogE(est, se, theta0, tau float64, greater bool) float64 {
 	}
 	a := (est - theta0) / s2
 	b := 1/s2 + 1/t2
-	return math.Ln2 + 0.5*math.Log(s2/(s2+t2)) + a*a/(2*b) + logNormalCDF(a/math.Sqrt(b))
+	return math.Ln2 + 0.5*math.Log(s2/(s2+t2)) + a*a/(2*b) + stat.NormalLogCDF(a/math.Sqrt(b))
 }
 
 // mixRadius returns the half-width of the two-sided normal-mixture confidence
@@ -62,7 +66,7 @@ func mixRadius(se, tau, alpha float64) float64 {
 // test with standard error se: the distance from the boundary at which a
 // true effect is detected with the given power, radius + z_power·se.
 func detectable(se, tau, alpha, power float64) float64 {
-	return mixRadius(se, tau, alpha) + normalQuantile(power)*se
+	return mixRadius(se, tau, alpha) + stat.NormalQuantile(power)*se
 }
 
 // samplesNeeded returns the factor by which the sample must grow (standard
@@ -73,7 +77,7 @@ func samplesNeeded(se, tau, alpha, power, target float64) float64 {
 	if !(target > 0) || !(se > 0) || math.IsInf(se, 0) {
 		return math.Inf(1)
 	}
-	zPower := normalQuantile(power)
+	zPower := stat.NormalQuantile(power)
 	at := func(f float64) float64 {
 		s := se / math.Sqrt(f)
 		return mixRadius(s, tau, alpha) + zPower*s
@@ -120,15 +124,15 @@ func bbLogE(x, n, q0, k float64, greater bool) float64 {
 		x, q0 = n-x, 1-q0
 	}
 	a, b := k*q0, k*(1-q0)
-	_, postUpper := betaIncLog(q0, a+x, b+n-x)
-	_, priorUpper := betaIncLog(q0, a, b)
+	_, postUpper := stat.BetaIncLog(q0, a+x, b+n-x)
+	_, priorUpper := stat.BetaIncLog(q0, a, b)
 	logLik0 := x*math.Log(q0) + (n-x)*math.Log1p(-q0)
 	if x == 0 {
 		logLik0 = n * math.Log1p(-q0)
 	} else if x == n {
 		logLik0 = n * math.Log(q0)
 	}
-	return logBeta(a+x, b+n-x) + postUpper - logBeta(a, b) - priorUpper - logLik0
+	return stat.LogBeta(a+x, b+n-x) + postUpper - stat.LogBeta(a, b) - priorUpper - logLik0
 }
 
 // bbInterval returns the confidence sequence for a binomial proportion q at
@@ -140,7 +144,7 @@ func bbInterval(x, n, a, b, alpha float64) (lo, hi float64) {
 	if !(n > 0) || !(x >= 0) || x > n {
 		return 0, 1
 	}
-	marg := logBeta(a+x, b+n-x) - logBeta(a, b)
+	marg := stat.LogBeta(a+x, b+n-x) - stat.LogBeta(a, b)
 	limit := math.Log(1 / alpha)
 	excess := func(q float64) float64 {
 		var ll float64

@@ -3,6 +3,8 @@ package canary
 import (
 	"math"
 	"testing"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // The one-sided normal-mixture e-value against its defining integral,
@@ -57,7 +59,7 @@ func TestMixRadius(t *testing.T) {
 		if !near(logE, math.Log(1/tc.alpha), 1e-12) {
 			t.Errorf("radius %v gives log E %v, want %v", r, logE, math.Log(1/tc.alpha))
 		}
-		if z := normalQuantile(1 - tc.alpha/2); r <= z*tc.se {
+		if z := stat.NormalQuantile(1 - tc.alpha/2); r <= z*tc.se {
 			t.Errorf("radius %v is not wider than the fixed-sample %v: repeated looks need more", r, z*tc.se)
 		}
 	}
@@ -148,7 +150,7 @@ func TestBBInterval(t *testing.T) {
 				if tc.n > tc.x {
 					ll += (tc.n - tc.x) * math.Log1p(-q)
 				}
-				return logBeta(tc.a+tc.x, tc.b+tc.n-tc.x) - logBeta(tc.a, tc.b) - ll
+				return stat.LogBeta(tc.a+tc.x, tc.b+tc.n-tc.x) - stat.LogBeta(tc.a, tc.b) - ll
 			}
 			for _, end := range []float64{lo, hi} {
 				if end == 0 || end == 1 {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // binomial draws Binomial(n, p) by skipping geometric gaps between
@@ -126,7 +128,7 @@ func simulate(seed uint64, w world, runs, looks int) simOutcome {
 	tpl := simTemplate()
 	out := simOutcome{failedMetric: map[string]int{}}
 	t0 := time.Unix(1700000000, 0)
-	z := normalQuantile(1 - tpl.Alpha)
+	z := stat.NormalQuantile(1 - tpl.Alpha)
 	for range runs {
 		var b, c simArm
 		var shared float64

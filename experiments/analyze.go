@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // Observations are an experiment's folded data: everything [Analyze] needs,
@@ -303,13 +305,13 @@ func (an *analyzer) compare(m *Metric, treatment string, c, t Summary, ok bool) 
 		if m.IsRatio() {
 			df = math.Max(1, n-2)
 		}
-		q = StudentTQuantile(1-a.Alpha/2, df)
+		q = stat.StudentTQuantile(1-a.Alpha/2, df)
 		cmp.PValue = ptr(welchP(d, v, df))
 		if m.Role == RoleGuardrail {
 			cmp.HarmPValue = ptr(welchHarmP(d, v, df, s))
 		}
 	case ModeBayesian:
-		q = NormalQuantile(1 - a.Alpha/2)
+		q = stat.NormalQuantile(1 - a.Alpha/2)
 	default:
 		q = SequentialMultiplier(n, tuning, a.Alpha)
 		cmp.PValue = ptr(sequentialP(d, v, n, tuning, a.Alpha))
@@ -342,7 +344,7 @@ func (an *analyzer) compare(m *Metric, treatment string, c, t Summary, ok bool) 
 
 	// Minimum detectable effect at the current size.
 	pa := an.planningAlpha()
-	qp := NormalQuantile(1 - pa/2)
+	qp := stat.NormalQuantile(1 - pa/2)
 	if a.Mode == ModeSequential {
 		qp = SequentialMultiplier(n, tuning, pa)
 	}
@@ -364,11 +366,11 @@ func (an *analyzer) correct(goals []*Comparison) {
 	var adj []float64
 	switch an.a.Correction {
 	case CorrectionBH:
-		adj = BenjaminiHochberg(p)
+		adj = stat.BenjaminiHochberg(p)
 	case CorrectionNone:
 		adj = p
 	default:
-		adj = Holm(p)
+		adj = stat.Holm(p)
 	}
 	for i, c := range goals {
 		c.AdjustedPValue = ptr(adj[i])

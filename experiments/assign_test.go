@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/flagpole/flagpole/flags"
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // Vectors from flagd's conformance suite (open-feature/flagd-testbed,
@@ -335,7 +336,7 @@ func TestAssignSplitAndIndependence(t *testing.T) {
 			chi += (joint[i][j] - exp) * (joint[i][j] - exp) / exp
 		}
 	}
-	if p := ChiSquareSF(chi, 2); p < 0.001 {
+	if p := stat.ChiSquareSF(chi, 2); p < 0.001 {
 		t.Errorf("assignments of two experiments are dependent: chi-square %.1f, p = %g", chi, p)
 	}
 }

@@ -2,7 +2,8 @@ package experiments
 
 import (
 	"math"
-	"slices"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // Estimate is an effect with its standard error and an interval at the
@@ -69,7 +70,7 @@ func WelchDF(control, treatment Summary) float64 {
 // and the p-value. A zero variance gives p = 1 for a zero effect and p = 0
 // otherwise.
 func WelchTest(effect, variance, df, alpha float64) (ci Estimate, p float64) {
-	q := StudentTQuantile(1-alpha/2, df)
+	q := stat.StudentTQuantile(1-alpha/2, df)
 	ci = interval(effect, variance, q)
 	return ci, welchP(effect, variance, df)
 }
@@ -82,7 +83,7 @@ func welchP(effect, variance, df float64) float64 {
 		}
 		return 0
 	}
-	return studentTwoSided(effect/se, df)
+	return 2 * stat.StudentTCDF(-math.Abs(effect/se), df)
 }
 
 // welchHarmP is the one-sided p-value of "the effect is on the harmful side",
@@ -95,7 +96,7 @@ func welchHarmP(effect, variance, df, sign float64) float64 {
 		}
 		return 1
 	}
-	return StudentTCDF(sign*effect/se, df)
+	return stat.StudentTCDF(sign*effect/se, df)
 }
 
 // Sequential testing with asymptotic confidence sequences (Waudby-Smith,
@@ -165,7 +166,7 @@ func SequentialOneSidedPValue(z, n, tuning, alpha float64) float64 {
 		return 1
 	}
 	r := n * sequentialRho2(tuning, alpha)
-	logM := math.Ln2 - 0.5*math.Log1p(r) + r*z*z/(2*(1+r)) + math.Log(NormalCDF(z*math.Sqrt(r/(1+r))))
+	logM := math.Ln2 - 0.5*math.Log1p(r) + r*z*z/(2*(1+r)) + math.Log(stat.NormalCDF(z*math.Sqrt(r/(1+r))))
 	return math.Min(1, math.Exp(-logM))
 }
 
@@ -209,12 +210,12 @@ func BayesianLift(lift, variance, priorMean, priorSD, alpha float64, dir Directi
 		mean = (priorMean/(priorSD*priorSD) + lift/variance) / precision
 		sd = math.Sqrt(1 / precision)
 	}
-	q := NormalQuantile(1 - alpha/2)
+	q := stat.NormalQuantile(1 - alpha/2)
 	p := Posterior{Mean: mean, StdDev: sd, Lower: mean - q*sd, Upper: mean + q*sd}
 	var up float64 // P(lift > 0)
 	switch {
 	case sd > 0:
-		up = NormalCDF(mean / sd)
+		up = stat.NormalCDF(mean / sd)
 	case mean > 0:
 		up = 1
 	case mean < 0:
@@ -235,7 +236,7 @@ func BayesianLift(lift, variance, priorMean, priorSD, alpha float64, dir Directi
 // [SequentialMultiplier]) detects with the given power at standard error se:
 // (q + Φ⁻¹(power))·se.
 func MinimumDetectableEffect(se, q, power float64) float64 {
-	return (q + NormalQuantile(power)) * se
+	return (q + stat.NormalQuantile(power)) * se
 }
 
 // requiredUsers is the number of users in a comparison at which the MDE
@@ -246,10 +247,10 @@ func requiredUsers(n, variance, target, power, alpha float64, mode Mode, tuning 
 	if !(n > 0) || !(target > 0) {
 		return math.Inf(1)
 	}
-	zb := NormalQuantile(power)
+	zb := stat.NormalQuantile(power)
 	unit := variance * n // variance of the effect × users, constant as n grows
 	mdeAt := func(m float64) float64 {
-		q := NormalQuantile(1 - alpha/2)
+		q := stat.NormalQuantile(1 - alpha/2)
 		if mode == ModeSequential {
 			q = SequentialMultiplier(m, tuning, alpha)
 		}
@@ -259,7 +260,7 @@ func requiredUsers(n, variance, target, power, alpha float64, mode Mode, tuning 
 		return n
 	}
 	if mode != ModeSequential {
-		q := NormalQuantile(1 - alpha/2)
+		q := stat.NormalQuantile(1 - alpha/2)
 		return math.Ceil(unit * (q + zb) * (q + zb) / (target * target))
 	}
 	// The sequential MDE decreases in m: bisect on log m.
@@ -279,66 +280,6 @@ func requiredUsers(n, variance, target, power, alpha float64, mode Mode, tuning 
 		}
 	}
 	return math.Ceil(hi)
-}
-
-// Holm returns Holm–Bonferroni adjusted p-values, in the input order:
-// with p sorted ascending, adj₍ᵢ₎ = max over j ≤ i of min(1, (m−j+1)·p₍ⱼ₎).
-// Rejecting adjusted p < α controls the family-wise error rate at α. NaN
-// counts as 1.
-func Holm(p []float64) []float64 {
-	m := len(p)
-	order := sortedOrder(p)
-	adj := make([]float64, m)
-	running := 0.0
-	for rank, i := range order {
-		v := math.Min(1, float64(m-rank)*clean(p[i]))
-		running = math.Max(running, v)
-		adj[i] = running
-	}
-	return adj
-}
-
-// BenjaminiHochberg returns Benjamini–Hochberg adjusted p-values (q-values),
-// in the input order: with p sorted ascending, adj₍ᵢ₎ = min over j ≥ i of
-// min(1, m/j·p₍ⱼ₎). Rejecting adjusted p < α controls the false discovery
-// rate at α. NaN counts as 1.
-func BenjaminiHochberg(p []float64) []float64 {
-	m := len(p)
-	order := sortedOrder(p)
-	adj := make([]float64, m)
-	running := 1.0
-	for rank := m - 1; rank >= 0; rank-- {
-		i := order[rank]
-		v := math.Min(1, float64(m)/float64(rank+1)*clean(p[i]))
-		running = math.Min(running, v)
-		adj[i] = running
-	}
-	return adj
-}
-
-func clean(p float64) float64 {
-	if math.IsNaN(p) || p > 1 {
-		return 1
-	}
-	return math.Max(p, 0)
-}
-
-func sortedOrder(p []float64) []int {
-	order := make([]int, len(p))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int {
-		pa, pb := clean(p[a]), clean(p[b])
-		switch {
-		case pa < pb:
-			return -1
-		case pa > pb:
-			return 1
-		}
-		return 0
-	})
-	return order
 }
 
 // SRMThreshold is the p-value below which a sample ratio mismatch makes an
@@ -381,7 +322,7 @@ func SampleRatioMismatch(observed []int64, weights []int) SRM {
 		d := float64(o) - e
 		res.ChiSquare += d * d / e
 	}
-	res.PValue = ChiSquareSF(res.ChiSquare, float64(res.DF))
+	res.PValue = stat.ChiSquareSF(res.ChiSquare, float64(res.DF))
 	res.Mismatch = res.PValue < SRMThreshold
 	return res
 }

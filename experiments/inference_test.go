@@ -2,9 +2,22 @@ package experiments
 
 import (
 	"math"
-	"slices"
 	"testing"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
+
+// near reports whether got is within tol of want, relative for |want| > 1 and absolute otherwise.
+func near(got, want, tol float64) bool {
+	if math.IsInf(want, 0) || math.IsNaN(want) {
+		return got == want || (math.IsNaN(got) && math.IsNaN(want))
+	}
+	return math.Abs(got-want) <= tol*math.Max(1, math.Abs(want))
+}
+
+func relNear(got, want, tol float64) bool {
+	return math.Abs(got-want) <= tol*math.Abs(want)
+}
 
 // Worked examples of Welch's t-test (the three examples in Wikipedia's
 // "Welch's t-test" article, whose rounded figures are asserted first), at
@@ -116,7 +129,7 @@ func TestSequentialBoundary(t *testing.T) {
 		if p := SequentialPValue(m*0.99, n, 10000, alpha); p <= alpha {
 			t.Errorf("n %v: p inside the boundary = %v", n, p)
 		}
-		if m <= NormalQuantile(1-alpha/2) {
+		if m <= stat.NormalQuantile(1-alpha/2) {
 			t.Errorf("n %v: sequential multiplier %v is not wider than the fixed one", n, m)
 		}
 	}
@@ -190,13 +203,13 @@ func TestBayesianLift(t *testing.T) {
 // Lehr's rule: with α = 0.05 two-sided and 80% power, each arm needs
 // n = 2(z₀.₉₇₅ + z₀.₈)²σ²/δ² ≈ 15.7σ²/δ² users to detect δ.
 func TestMinimumDetectableEffect(t *testing.T) {
-	zsum := NormalQuantile(0.975) + NormalQuantile(0.8)
+	zsum := stat.NormalQuantile(0.975) + stat.NormalQuantile(0.8)
 	nArm := 2 * zsum * zsum / (0.1 * 0.1) // σ = 1, δ = 0.1
 	if nArm < 1569 || nArm > 1570 {
 		t.Fatalf("per-arm n = %v, Lehr's rule gives about 1570", nArm)
 	}
 	se := math.Sqrt(2 / nArm)
-	if mde := MinimumDetectableEffect(se, NormalQuantile(0.975), 0.8); !relNear(mde, 0.1, 1e-12) {
+	if mde := MinimumDetectableEffect(se, stat.NormalQuantile(0.975), 0.8); !relNear(mde, 0.1, 1e-12) {
 		t.Errorf("MDE = %v, want 0.1", mde)
 	}
 	// requiredUsers: from 200 users (100 per arm, variance of Δ = 2/100), fixed mode.
@@ -218,54 +231,6 @@ func TestMinimumDetectableEffect(t *testing.T) {
 	}
 	if got := requiredUsers(0, 1, 0.1, 0.8, 0.05, ModeFixed, 0); !math.IsInf(got, 1) {
 		t.Errorf("no users: required %v", got)
-	}
-}
-
-// Benjamini & Hochberg (1995), section 4: of these 15 p-values the
-// step-up procedure at q = 0.05 rejects the four smallest, while
-// Bonferroni-type procedures (Holm) reject three.
-func TestMultipleTestingWorkedExample(t *testing.T) {
-	p := []float64{0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.000}
-	count := func(adj []float64) int {
-		n := 0
-		for _, v := range adj {
-			if v < 0.05 {
-				n++
-			}
-		}
-		return n
-	}
-	if n := count(BenjaminiHochberg(p)); n != 4 {
-		t.Errorf("BH rejects %d, want 4", n)
-	}
-	if n := count(Holm(p)); n != 3 {
-		t.Errorf("Holm rejects %d, want 3", n)
-	}
-}
-
-// Adjusted p-values worked by hand (R's p.adjust gives the same):
-// p = (0.01, 0.04, 0.03, 0.005), sorted 0.005, 0.01, 0.03, 0.04.
-// Holm: 4·0.005 = 0.02, 3·0.01 = 0.03, 2·0.03 = 0.06, max(1·0.04, 0.06) = 0.06.
-// BH: 0.04·4/4 = 0.04, min(0.03·4/3, 0.04) = 0.04, 0.01·4/2 = 0.02, min(0.005·4, 0.02) = 0.02.
-func TestAdjustedPValues(t *testing.T) {
-	p := []float64{0.01, 0.04, 0.03, 0.005}
-	cases := []struct {
-		name string
-		got  []float64
-		want []float64
-	}{
-		{"holm", Holm(p), []float64{0.03, 0.06, 0.06, 0.02}},
-		{"bh", BenjaminiHochberg(p), []float64{0.02, 0.04, 0.04, 0.02}},
-		{"holm caps at 1", Holm([]float64{0.6, 0.7}), []float64{1, 1}},
-		{"NaN counts as 1", Holm([]float64{math.NaN(), 0.01}), []float64{1, 0.02}},
-		{"empty", BenjaminiHochberg(nil), []float64{}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if !slices.EqualFunc(c.got, c.want, func(a, b float64) bool { return near(a, b, 1e-15) }) {
-				t.Errorf("got %v, want %v", c.got, c.want)
-			}
-		})
 	}
 }
 

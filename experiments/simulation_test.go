@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/flagpole/flagpole/internal/stat"
 )
 
 // TestAAPeekingStaysWithinAlpha runs A/A experiments (no true effect) and
@@ -92,7 +94,7 @@ func TestFixedIntervalCoverage(t *testing.T) {
 			absHits++
 		}
 		l, vl, _ := RelativeEffect(cs, ts)
-		q := StudentTQuantile(0.975, WelchDF(cs, ts))
+		q := stat.StudentTQuantile(0.975, WelchDF(cs, ts))
 		if l-q*math.Sqrt(vl) <= lift && lift <= l+q*math.Sqrt(vl) {
 			relHits++
 		}
