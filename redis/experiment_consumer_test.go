@@ -1,0 +1,286 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/flagpole/flagpole/experiments"
+	"github.com/flagpole/flagpole/experiments/storetest"
+	"github.com/flagpole/flagpole/redis/redistest"
+)
+
+// consumerStores runs f against a real redis-server and the embedded store.
+func consumerStores(t *testing.T, f func(t *testing.T, s *Store)) {
+	t.Run("embedded", func(t *testing.T) {
+		s, err := OpenEmbedded(context.Background(), t.TempDir(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		f(t, s)
+	})
+	t.Run("redis-server", func(t *testing.T) {
+		srv := redistest.Start(t)
+		s, err := Open(context.Background(), Options{URL: srv.URL(), Prefix: fmt.Sprintf("c%d:", time.Now().UnixNano())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		f(t, s)
+	})
+}
+
+func startExperiment(t *testing.T, s *Store, env, key string) *experiments.Experiment {
+	t.Helper()
+	e := storetest.Running(key)
+	if _, err := s.CreateExperiment(context.Background(), env, e, storetest.T0); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func drain(t *testing.T, c *ExperimentConsumer) {
+	t.Helper()
+	for {
+		n, err := c.FoldOnce(context.Background())
+		if err != nil {
+			t.Fatalf("FoldOnce: %v", err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// TestConsumerDeadReplica: a replica reads a batch and dies before folding
+// it; another claims it and folds it once. The dead replica coming back
+// with its batch changes nothing.
+func TestConsumerDeadReplica(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		e := startExperiment(t, s, "prod", "x")
+		events, want := storetest.Traffic(e, 300, 5)
+		if err := s.EventLog(0).Append(ctx, "prod", events); err != nil {
+			t.Fatal(err)
+		}
+		dead, err := s.ExperimentConsumer(ConsumerOptions{Name: "dead", Batch: 10_000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The dead replica's read: delivered, never folded or acknowledged.
+		msgs, err := dead.read(ctx, "prod", -1)
+		if err != nil || len(msgs) != len(events) {
+			t.Fatalf("read %d entries (%v), want %d", len(msgs), err, len(events))
+		}
+		live, err := s.ExperimentConsumer(ConsumerOptions{Name: "live", Batch: 100, ClaimIdle: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := live.FoldOnce(ctx); err != nil || n != 0 {
+			t.Fatalf("FoldOnce = %d, %v: entries delivered to another consumer must not be read again", n, err)
+		}
+		time.Sleep(5 * time.Millisecond) // let the entries idle past ClaimIdle
+		n, err := live.Claim(ctx)
+		if err != nil || n != len(events) {
+			t.Fatalf("Claim = %d, %v; want %d", n, err, len(events))
+		}
+		obs, err := s.Observations(ctx, "prod", e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.CheckObservations(t, e, obs, want)
+		// The dead replica wakes up and folds its stale batch: refused.
+		if err := dead.process(ctx, "prod", msgs); err != nil {
+			t.Fatalf("late process: %v", err)
+		}
+		again, _ := s.Observations(ctx, "prod", e)
+		storetest.CheckObservations(t, e, again, want)
+		pending, err := s.rdb.XPending(ctx, s.keys.events("prod"), consumerGroup).Result()
+		if err != nil || pending.Count != 0 {
+			t.Errorf("pending = %+v, %v; want none", pending, err)
+		}
+	})
+}
+
+// TestConsumersRace: replicas folding one stream concurrently, with many
+// events per user, count every event exactly once.
+func TestConsumersRace(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		e := startExperiment(t, s, "prod", "x")
+		var all []experiments.Event
+		var want storetest.Expected
+		for seed := uint64(10); seed < 14; seed++ {
+			ev, w := storetest.Traffic(e, 60, seed)
+			all = append(all, ev...)
+			if want.Users == nil {
+				want = w
+				continue
+			}
+			for k, v := range w.Users {
+				want.Users[k] += v
+			}
+			want.Crossovers += w.Crossovers
+			for k, v := range w.Tallies {
+				want.Tallies[k] = v
+			}
+			for k, v := range w.Arms {
+				want.Arms[k] = v
+			}
+		}
+		reg := prometheus.NewRegistry()
+		var wg sync.WaitGroup
+		cs := make([]*ExperimentConsumer, 3)
+		for i := range cs {
+			c, err := s.ExperimentConsumer(ConsumerOptions{Name: fmt.Sprint("r", i), Batch: 7, Registerer: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs[i] = c
+		}
+		// Append in chunks while the consumers fold.
+		stop := make(chan struct{})
+		for _, c := range cs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := c.FoldOnce(ctx); err != nil {
+						t.Errorf("FoldOnce: %v", err)
+						return
+					}
+				}
+			}()
+		}
+		for i := 0; i < len(all); i += 50 {
+			if err := s.EventLog(0).Append(ctx, "prod", all[i:min(i+50, len(all))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		drain(t, cs[0])
+		obs, err := s.Observations(ctx, "prod", e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.CheckObservations(t, e, obs, want)
+		folded := testutil.ToFloat64(cs[0].met.events.WithLabelValues("exposure")) + testutil.ToFloat64(cs[0].met.events.WithLabelValues("event"))
+		if folded < float64(len(all))*0.5 {
+			t.Errorf("folded-events metric = %v for %d events", folded, len(all))
+		}
+		if err := cs[0].RefreshMetrics(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := testutil.ToFloat64(cs[0].met.experiments.WithLabelValues("running", "healthy")) + testutil.ToFloat64(cs[0].met.experiments.WithLabelValues("running", "unhealthy")); got != 1 {
+			t.Errorf("running experiments gauge = %v, want 1", got)
+		}
+		if got := testutil.ToFloat64(cs[0].met.crossovers.WithLabelValues("prod", "x")); got != float64(want.Crossovers) {
+			t.Errorf("crossover gauge = %v, want %d", got, want.Crossovers)
+		}
+	})
+}
+
+// TestFoldScriptChecks exercises the script's refusals directly.
+func TestFoldScriptChecks(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		e := startExperiment(t, s, "prod", "x")
+		key := s.keys.events("prod")
+		id, err := s.rdb.XAdd(ctx, &goredis.XAddArgs{Stream: key, Values: []any{eventField, `{"n":"visit","t":1}`}}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.rdb.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: consumerGroup, Consumer: "me", Streams: []string{key, ">"}, Block: -1}).Result(); err != nil {
+			t.Fatal(err)
+		}
+		keys := []string{key, s.keys.expCursor("prod"), s.keys.exp("prod", e.Key), s.keys.expUsers("prod", e.Key), s.keys.expStats("prod", e.Key)}
+		run := func(consumer, token, old string) []string {
+			res, err := foldScript.Run(ctx, s.rdb, keys, consumerGroup, "1", consumer, "1", id, "1", token, "1", "u1", old, `{"a":"old"}`, "1", "i:u:old", "1").StringSlice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		cases := []struct{ name, consumer, token, old, want string }{
+			{"entry pending on another consumer", "other", runToken(e), "", "lost"},
+			{"experiment in another run", "me", "running:9", "", "stale"},
+			{"user state changed meanwhile", "me", runToken(e), `{"a":"new"}`, "retry"},
+			{"applies", "me", runToken(e), "", "ok"},
+			{"already acknowledged", "me", runToken(e), `{"a":"old"}`, "lost"},
+		}
+		for _, tc := range cases {
+			if got := run(tc.consumer, tc.token, tc.old); got[0] != tc.want {
+				t.Errorf("%s: %v, want %s", tc.name, got, tc.want)
+			}
+		}
+		obs, _ := s.Observations(ctx, "prod", e)
+		if obs.Users["old"] != 1 {
+			t.Errorf("users = %v, want old: 1 (applied once)", obs.Users)
+		}
+		if cur, _ := s.rdb.Get(ctx, s.keys.expCursor("prod")).Result(); cur != id {
+			t.Errorf("cursor = %q, want %q", cur, id)
+		}
+	})
+}
+
+// TestEmbeddedRestartKeepsFoldedStatistics: the journal replays folds (the
+// consumer group is gone after a restart) and folding resumes after the
+// last entry folded, counting nothing twice.
+func TestEmbeddedRestartKeepsFoldedStatistics(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenEmbedded(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startExperiment(t, s, "prod", "x")
+	first, want := storetest.Traffic(e, 100, 21)
+	if err := s.EventLog(0).Append(ctx, "prod", first); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.ExperimentConsumer(ConsumerOptions{})
+	drain(t, c)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenEmbedded(ctx, dir, Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	second, w2 := storetest.Traffic(e, 100, 22)
+	if err := s.EventLog(0).Append(ctx, "prod", second); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = s.ExperimentConsumer(ConsumerOptions{})
+	drain(t, c)
+	for k, v := range w2.Users {
+		want.Users[k] += v
+	}
+	want.Crossovers += w2.Crossovers
+	for k, v := range w2.Tallies {
+		want.Tallies[k] = v
+	}
+	for k, v := range w2.Arms {
+		want.Arms[k] = v
+	}
+	obs, err := s.Observations(ctx, "prod", e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.CheckObservations(t, e, obs, want)
+}
