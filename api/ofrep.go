@@ -64,6 +64,7 @@ func (s *Server) evaluateFlag(c echo.Context) error {
 		res = st.set.Evaluate(key, evalCtx)
 		out, slot = fe.lookup(res)
 	}
+	s.exposureScope(st, evalCtx).flag(fe, res)
 	status := http.StatusOK
 	if res.Reason == flags.ReasonError || res.ErrorCode != "" {
 		status = http.StatusBadRequest
@@ -107,6 +108,7 @@ func (s *Server) evaluateFlags(c echo.Context) error {
 		s.ofrepBulkFailure(rc, http.StatusBadRequest, ofrep.General, fmt.Sprintf("environment %q does not exist", rc.env))
 		return nil
 	}
+	xs := s.exposureScope(st, evalCtx)
 	out := append((*buf)[:0], `{"flags":[`...)
 	for i, fe := range st.ordered {
 		if i > 0 {
@@ -121,6 +123,7 @@ func (s *Server) evaluateFlags(c echo.Context) error {
 			res = st.set.Evaluate(fe.key, evalCtx)
 			b, slot = fe.lookup(res)
 		}
+		xs.bulk(i, fe, res)
 		if b == nil {
 			out = fe.appendResolution(out, res)
 		} else {

@@ -1,0 +1,443 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flagpole/flagpole/experiments"
+	"github.com/flagpole/flagpole/flags"
+)
+
+// Server-side exposures. While an experiment runs, its flag's metadata
+// carries "experiment": "<key>" (docs/experiments.md). When an OFREP
+// evaluation, single or bulk, resolves such a flag to a variant for a
+// context with a targeting key, the server records a $exposure event —
+// without slowing the evaluation: the handler checks a per-version index
+// of the environment's experiment flags, de-duplicates in memory and hands
+// the exposure to a bounded queue without blocking (dropping and counting
+// when it is full); a background batcher appends the queue to the event
+// log. The experiments consumer decides whether the user is in the
+// experiment (Experiment.Assign) and counts crossovers.
+
+// ExposureMetadataKey is the flag metadata member that marks a flag as
+// serving an experiment; its value is the experiment's key.
+const ExposureMetadataKey = "experiment"
+
+// Exposure recording defaults.
+const (
+	DefaultExposureWindow        = 5 * time.Minute
+	DefaultExposureMaxRemembered = 200_000
+	DefaultExposureQueue         = 16_384
+	DefaultExposureBatch         = 500
+	DefaultExposureFlush         = time.Second
+	// exposureShards spreads the de-duplication memory over independent
+	// locks (a power of two).
+	exposureShards = 64
+	// exposureRetries is how often a batch is retried while the event log
+	// is unavailable before it is given up.
+	exposureRetries = 3
+	// exposureShutdown bounds the final flush.
+	exposureShutdown = 5 * time.Second
+)
+
+// ExposureConfig configures an [ExposureRecorder]. Zero fields take the
+// defaults above.
+type ExposureConfig struct {
+	// Registerer receives flagpole_exposures_total; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger receives failures to store exposures; nil discards them.
+	Logger *slog.Logger
+	// Window is how long an exposure of one (environment, flag, variant,
+	// targeting key) suppresses the same exposure.
+	Window time.Duration
+	// MaxRemembered bounds the exposures remembered for de-duplication;
+	// beyond it the oldest are forgotten (de-duplication is best effort,
+	// the consumer de-duplicates exactly).
+	MaxRemembered int
+	// Queue is how many exposures may wait for the batcher; beyond it new
+	// ones are dropped and counted.
+	Queue int
+	// Batch is the most exposures appended to the event log at once (at
+	// most 1000).
+	Batch int
+	// FlushInterval is how long an exposure may wait for a fuller batch.
+	FlushInterval time.Duration
+}
+
+// ExposureRecorder is the event log of a [Server] (Config.Events) that
+// also records server-side exposures for OFREP evaluations of flags whose
+// metadata has "experiment". Append passes tracking events straight to the
+// wrapped log; exposures are queued by the evaluation handlers and stored
+// by [ExposureRecorder.Run]. It is safe for concurrent use.
+type ExposureRecorder struct {
+	log    EventAppender
+	logger *slog.Logger
+	cfg    ExposureConfig
+	now    func() time.Time
+
+	queue  chan exposureItem
+	kick   chan struct{} // wakes Run when a batch is full
+	closed atomic.Bool
+
+	seed     maphash.Seed
+	shards   [exposureShards]dedupShard
+	perShard int
+
+	idxMu   sync.Mutex
+	indexes atomic.Pointer[map[string]*exposureIndex]
+
+	recorded, deduplicated, dropped, failed prometheus.Counter
+}
+
+type exposureItem struct {
+	env, flag, variant, targetingKey string
+	at                               time.Time
+}
+
+type dedupKey struct{ env, flag, variant, targetingKey string }
+
+type dedupShard struct {
+	mu   sync.Mutex
+	seen map[dedupKey]time.Time
+	_    [40]byte // keep shards on separate cache lines
+}
+
+// exposureIndex lists the experiment flags of one version of an
+// environment.
+type exposureIndex struct {
+	st    *envState
+	any   bool
+	byKey map[string]bool
+	byPos []bool // by position in st.ordered
+}
+
+var _ EventAppender = (*ExposureRecorder)(nil)
+
+// NewExposureRecorder returns a recorder that stores exposures, and passes
+// tracking events, to log. Call [ExposureRecorder.Run] to store the
+// exposures. Errors: a nil log, a negative setting, a Batch over 1000 or
+// metrics that cannot be registered.
+func NewExposureRecorder(log EventAppender, cfg ExposureConfig) (*ExposureRecorder, error) {
+	if log == nil {
+		return nil, errors.New("api: NewExposureRecorder: the event log is required")
+	}
+	if cfg.Window < 0 || cfg.MaxRemembered < 0 || cfg.Queue < 0 || cfg.Batch < 0 || cfg.FlushInterval < 0 {
+		return nil, errors.New("api: NewExposureRecorder: settings must not be negative")
+	}
+	if cfg.Batch > maxEventBatch {
+		return nil, fmt.Errorf("api: NewExposureRecorder: Batch %d is over %d", cfg.Batch, maxEventBatch)
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.MaxRemembered, DefaultExposureMaxRemembered)
+	def(&cfg.Queue, DefaultExposureQueue)
+	def(&cfg.Batch, DefaultExposureBatch)
+	if cfg.Window == 0 {
+		cfg.Window = DefaultExposureWindow
+	}
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = DefaultExposureFlush
+	}
+	r := &ExposureRecorder{
+		log: log, logger: cfg.Logger, cfg: cfg, now: time.Now,
+		queue:    make(chan exposureItem, cfg.Queue),
+		kick:     make(chan struct{}, 1),
+		seed:     maphash.MakeSeed(),
+		perShard: max(cfg.MaxRemembered/exposureShards, 1),
+	}
+	if r.logger == nil {
+		r.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for i := range r.shards {
+		r.shards[i].seen = map[dedupKey]time.Time{}
+	}
+	r.indexes.Store(&map[string]*exposureIndex{})
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flagpole_exposures_total",
+		Help: "Server-side exposures of OFREP evaluations of experiment flags, by result (recorded: stored in the event log; deduplicated: seen within the window; dropped: the queue was full or the server was stopping; failed: the event log refused them or stayed unavailable).",
+	}, []string{"result"})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(vec); err != nil {
+			return nil, fmt.Errorf("api: NewExposureRecorder: %w", err)
+		}
+	}
+	r.recorded, r.deduplicated = vec.WithLabelValues("recorded"), vec.WithLabelValues("deduplicated")
+	r.dropped, r.failed = vec.WithLabelValues("dropped"), vec.WithLabelValues("failed")
+	return r, nil
+}
+
+// Append stores tracking events in the wrapped log; its errors are the
+// log's (see experiments.EventLog).
+func (r *ExposureRecorder) Append(ctx context.Context, env string, events []experiments.Event) error {
+	return r.log.Append(ctx, env, events)
+}
+
+// exposureScope is what one OFREP request may expose: the environment's
+// experiment flags and the subject. The zero value records nothing.
+type exposureScope struct {
+	r            *ExposureRecorder
+	idx          *exposureIndex
+	targetingKey string
+}
+
+// exposureScope returns the scope of an evaluation of st with evalCtx.
+// It costs a type check when the server records no exposures and a map
+// read when the environment has no experiment flag.
+func (s *Server) exposureScope(st *envState, evalCtx map[string]any) exposureScope {
+	r, ok := s.events.(*ExposureRecorder)
+	if !ok || r == nil || st == nil {
+		return exposureScope{}
+	}
+	idx := r.index(st)
+	if !idx.any {
+		return exposureScope{}
+	}
+	tk, _ := evalCtx["targetingKey"].(string)
+	if tk == "" {
+		return exposureScope{}
+	}
+	return exposureScope{r: r, idx: idx, targetingKey: tk}
+}
+
+// flag records the exposure of single-flag evaluation res, if fe serves
+// an experiment.
+func (x exposureScope) flag(fe *flagEntry, res flags.Resolution) {
+	if x.idx == nil || !x.idx.byKey[fe.key] {
+		return
+	}
+	x.record(fe, res)
+}
+
+// bulk records the exposure of the i-th flag of a bulk evaluation.
+func (x exposureScope) bulk(i int, fe *flagEntry, res flags.Resolution) {
+	if x.idx == nil || i >= len(x.idx.byPos) || !x.idx.byPos[i] {
+		return
+	}
+	x.record(fe, res)
+}
+
+func (x exposureScope) record(fe *flagEntry, res flags.Resolution) {
+	if res.Variant == "" || res.Reason == flags.ReasonError || res.ErrorCode != "" {
+		return
+	}
+	x.r.expose(x.idx.st.name, fe.key, res.Variant, x.targetingKey)
+}
+
+// index returns the experiment flags of st, built once per version.
+func (r *ExposureRecorder) index(st *envState) *exposureIndex {
+	if idx := (*r.indexes.Load())[st.name]; idx != nil && idx.st == st {
+		return idx
+	}
+	idx := buildExposureIndex(st)
+	select {
+	case <-st.superseded: // an old version still being served: do not cache
+		return idx
+	default:
+	}
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	old := *r.indexes.Load()
+	next := make(map[string]*exposureIndex, len(old)+1)
+	for env, e := range old {
+		select {
+		case <-e.st.superseded: // replaced or removed: forget it
+		default:
+			next[env] = e
+		}
+	}
+	next[st.name] = idx
+	r.indexes.Store(&next)
+	return idx
+}
+
+func buildExposureIndex(st *envState) *exposureIndex {
+	idx := &exposureIndex{st: st}
+	setExp := isExperimentValue(st.set.Metadata()[ExposureMetadataKey])
+	for i, fe := range st.ordered {
+		info, ok := st.set.Info(fe.key)
+		exp := setExp
+		if ok {
+			if v, has := info.Metadata[ExposureMetadataKey]; has {
+				exp = isExperimentValue(v)
+			}
+		}
+		if !exp {
+			continue
+		}
+		if !idx.any {
+			idx.any, idx.byKey, idx.byPos = true, map[string]bool{}, make([]bool, len(st.ordered))
+		}
+		idx.byKey[fe.key], idx.byPos[i] = true, true
+	}
+	return idx
+}
+
+// isExperimentValue: the convention's value is an experiment key, a
+// non-empty string.
+func isExperimentValue(v any) bool {
+	s, ok := v.(string)
+	return ok && s != ""
+}
+
+// expose de-duplicates one exposure and queues it without blocking.
+func (r *ExposureRecorder) expose(env, flag, variant, targetingKey string) {
+	if r.closed.Load() {
+		r.dropped.Inc()
+		return
+	}
+	now := r.now()
+	k := dedupKey{env, flag, variant, targetingKey}
+	sh := &r.shards[maphash.String(r.seed, targetingKey)&(exposureShards-1)]
+	sh.mu.Lock()
+	if last, ok := sh.seen[k]; ok && now.Sub(last) < r.cfg.Window {
+		sh.mu.Unlock()
+		r.deduplicated.Inc()
+		return
+	}
+	if len(sh.seen) >= r.perShard {
+		sh.pruneLocked(now, r.cfg.Window, r.perShard)
+	}
+	sh.seen[k] = now
+	sh.mu.Unlock()
+	select {
+	case r.queue <- exposureItem{env: env, flag: flag, variant: variant, targetingKey: targetingKey, at: now}:
+		if len(r.queue) >= r.cfg.Batch {
+			select {
+			case r.kick <- struct{}{}:
+			default:
+			}
+		}
+	default:
+		r.dropped.Inc()
+		sh.mu.Lock() // not recorded: let a later evaluation try again
+		if at, ok := sh.seen[k]; ok && at.Equal(now) {
+			delete(sh.seen, k)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// pruneLocked forgets exposures older than the window; if that frees too
+// little, it forgets them all.
+func (sh *dedupShard) pruneLocked(now time.Time, window time.Duration, limit int) {
+	for k, at := range sh.seen {
+		if now.Sub(at) >= window {
+			delete(sh.seen, k)
+		}
+	}
+	if len(sh.seen) >= limit*3/4 {
+		clear(sh.seen)
+	}
+}
+
+// Run stores queued exposures in the event log, a batch per environment
+// whenever Batch exposures are waiting or FlushInterval has passed, until
+// ctx ends; then it stores what is queued (within 5 s), stops accepting
+// exposures and returns. A batch the log cannot take is retried a few
+// times, then counted as failed and logged. Run must be called once.
+//
+// Run sleeps between batches rather than waiting on every exposure: the
+// evaluation handlers wake it only when a batch is full, which keeps the
+// cost of waking a goroutine off the evaluation path.
+func (r *ExposureRecorder) Run(ctx context.Context) {
+	// Stores are not cut short by ctx (their retries are bounded), so that
+	// a batch taken from the queue is not lost to the shutdown.
+	bg := context.WithoutCancel(ctx)
+	tick := time.NewTicker(r.cfg.FlushInterval)
+	defer tick.Stop()
+	pending := map[string][]experiments.Event{}
+	n := 0
+	drain := func(store context.Context) {
+		for {
+			select {
+			case it := <-r.queue:
+				pending[it.env] = append(pending[it.env], experiments.Event{
+					Name: experiments.ExposureEvent, TargetingKey: it.targetingKey,
+					FlagKey: it.flag, Variant: it.variant, Time: it.at.UTC(),
+				})
+				if n++; n >= r.cfg.Batch {
+					r.flush(store, pending)
+					n = 0
+				}
+			default:
+				return
+			}
+		}
+	}
+	for {
+		select {
+		case <-r.kick:
+			drain(bg) // full batches now, the rest at the next tick
+		case <-tick.C:
+			drain(bg)
+			r.flush(bg, pending)
+			n = 0
+		case <-ctx.Done():
+			r.closed.Store(true)
+			fctx, cancel := context.WithTimeout(bg, exposureShutdown)
+			drain(fctx)
+			r.flush(fctx, pending)
+			cancel()
+			return
+		}
+	}
+}
+
+// flush appends and empties every environment's pending exposures.
+func (r *ExposureRecorder) flush(ctx context.Context, pending map[string][]experiments.Event) {
+	for env, evs := range pending {
+		for len(evs) > 0 {
+			k := min(len(evs), r.cfg.Batch)
+			r.store(ctx, env, evs[:k])
+			evs = evs[k:]
+		}
+		delete(pending, env)
+	}
+}
+
+// store appends one batch, retrying while the log is unavailable.
+func (r *ExposureRecorder) store(ctx context.Context, env string, batch []experiments.Event) {
+	valid := batch[:0:0]
+	for i := range batch {
+		if len(batch[i].Validate()) == 0 {
+			valid = append(valid, batch[i])
+		}
+	}
+	if bad := len(batch) - len(valid); bad > 0 {
+		r.failed.Add(float64(bad))
+		r.logger.Warn("invalid exposures not stored", "env", env, "count", bad)
+	}
+	if len(valid) == 0 {
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := r.log.Append(ctx, env, valid)
+		if err == nil {
+			r.recorded.Add(float64(len(valid)))
+			return
+		}
+		if !errors.Is(err, experiments.ErrUnavailable) || attempt > exposureRetries || ctx.Err() != nil {
+			r.failed.Add(float64(len(valid)))
+			r.logger.Warn("exposures not stored", "env", env, "count", len(valid), "error", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
