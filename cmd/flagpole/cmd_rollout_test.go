@@ -6,11 +6,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flagpole/flagpole/canary"
 )
 
 // The rollout commands against a fake server implementing the HTTP
@@ -857,5 +860,45 @@ func TestRolloutRendering(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{}`), &d); err == nil {
 		t.Error("an object decodes as a duration")
+	}
+}
+
+// TestRolloutDocExamples: docs/rollouts.md shows the example service
+// exactly as testdata/rollout-app has it (which the end-to-end test builds
+// and runs), and its analysis template is valid and uses the scope.
+func TestRolloutDocExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/rollouts.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := os.ReadFile("testdata/rollout-app/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(lang, contains string) string {
+		for _, part := range strings.Split(string(doc), "```"+lang+"\n")[1:] {
+			code, _, _ := strings.Cut(part, "```")
+			if strings.Contains(code, contains) {
+				return code
+			}
+		}
+		t.Fatalf("docs/rollouts.md has no %s block containing %q", lang, contains)
+		return ""
+	}
+	if got := block("go", "package main"); got != string(prog) {
+		t.Errorf("the Go example in docs/rollouts.md differs from testdata/rollout-app/main.go; copy the file into the doc")
+	}
+	tpl, err := canary.ParseTemplate([]byte(block("yaml", "name: checkout-errors")))
+	if err != nil {
+		t.Fatalf("the doc's template: %v", err)
+	}
+	args := canary.Args{CanaryScope: `feature_flag_key="new-checkout",feature_flag_variant="on"`, BaselineScope: `feature_flag_key="new-checkout",feature_flag_variant="off"`}
+	q, err := tpl.RenderMetric(0, args, canary.ArmCanary, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `sum(increase(checkout_errors_total{ feature_flag_key="new-checkout",feature_flag_variant="on" }[600s]))`
+	if q.Numerator != want {
+		t.Errorf("canary numerator %q, want %q", q.Numerator, want)
 	}
 }
