@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -571,32 +570,14 @@ type verdictOut struct {
 }
 
 // metricVerdict is one metric in the latest measurement.
-type metricVerdict struct {
-	Name     string         `json:"name"`
-	Verdict  canary.Verdict `json:"verdict"`
-	Critical bool           `json:"critical,omitempty"`
-	DryRun   bool           `json:"dryRun,omitempty"`
-	Reason   string         `json:"reason"`
-	Effect   canary.Float   `json:"effect"`
-	Lower    canary.Float   `json:"lower"`
-	Upper    canary.Float   `json:"upper"`
-	Unit     string         `json:"unit,omitempty"`
-}
+type metricVerdict = canary.MetricSummary
 
-// verdictOf summarises a run for orchestrators.
+// verdictOf summarises a run for orchestrators: the verdict, score and
+// metrics are canary's [canary.Run.Summary]; the reason is worded here.
 func verdictOf(sr *canary.StoredRun) verdictOut {
-	v := verdictOut{AnalysisID: sr.ID, Phase: sr.Phase, Final: sr.Phase.Terminal(), Steps: sr.NextStep - 1, Version: sr.Version,
-		Score: canary.Float(math.NaN()), Metrics: []metricVerdict{}}
-	switch sr.Phase {
-	case canary.PhaseSuccessful:
-		v.Verdict = "pass"
-	case canary.PhaseFailed:
-		v.Verdict = "fail"
-	case canary.PhaseInconclusive, canary.PhaseError, canary.PhaseCancelled:
-		v.Verdict = "inconclusive"
-	default:
-		v.Verdict = "running"
-	}
+	sum := sr.Summary()
+	v := verdictOut{AnalysisID: sr.ID, Verdict: string(sum.Verdict), Final: sum.Final, Phase: sr.Phase, Score: sum.Score,
+		Steps: sum.Steps, Version: sr.Version, Metrics: sum.Metrics}
 	last := sr.Last()
 	switch {
 	case v.Final:
@@ -607,15 +588,6 @@ func verdictOf(sr *canary.StoredRun) verdictOut {
 		v.Reason = "waiting to start: warm-up until " + sr.NextAt.UTC().Format(time.RFC3339)
 	default:
 		v.Reason = "first measurement due at " + sr.NextAt.UTC().Format(time.RFC3339)
-	}
-	if last != nil {
-		v.Score = last.Score
-		for _, m := range last.Metrics {
-			v.Metrics = append(v.Metrics, metricVerdict{
-				Name: m.Metric, Verdict: m.Verdict, Critical: m.Critical, DryRun: m.DryRun, Reason: m.Reason,
-				Effect: m.Evidence.Effect, Lower: m.Evidence.Lower, Upper: m.Evidence.Upper, Unit: string(m.Evidence.Unit),
-			})
-		}
 	}
 	return v
 }

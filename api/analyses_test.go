@@ -449,7 +449,7 @@ func TestAnalysisMeasurements(t *testing.T) {
 		t.Fatalf("verdict: %d %s", r.status, r.body)
 	}
 	if v.AnalysisID != id || v.Verdict != "running" || v.Final || v.Steps != 4 || v.Score != 40 || !strings.Contains(v.Reason, "measurement 4: look 4") ||
-		len(v.Metrics) != 1 || v.Metrics[0].Name != "error-rate" || v.Metrics[0].Upper != 4 {
+		len(v.Metrics) != 1 || v.Metrics[0].Metric != "error-rate" || v.Metrics[0].Upper != 4 {
 		t.Errorf("verdict: %s", r.body)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -27,9 +26,9 @@ const (
 // act on it. Final reports that the analysis has ended and the verdict
 // will not change.
 //
-// Phases map onto verdicts so: Pending and Running are "running" (the
-// latest look's score and metrics are shown); Successful is "pass";
-// Failed is "fail"; Inconclusive, Error (the metrics could not be
+// Phases map onto verdicts as [canary.Run.Summary] says: Pending and Running
+// are "running" (the latest look's score and metrics are shown); Successful
+// is "pass"; Failed is "fail"; Inconclusive, Error (the metrics could not be
 // measured) and Cancelled are a final "inconclusive" — never a pass.
 //
 // The JSON is the shape of the API's GET /api/v1/analyses/{id}/verdict, so
@@ -47,60 +46,32 @@ type Verdict struct {
 }
 
 // MetricSummary is one metric's latest verdict with its effect estimate.
-type MetricSummary struct {
-	Metric   string            `json:"name"`
-	Verdict  canary.Verdict    `json:"verdict"`
-	Critical bool              `json:"critical,omitempty"`
-	DryRun   bool              `json:"dryRun,omitempty"`
-	Reason   string            `json:"reason"`
-	Effect   canary.Float      `json:"effect"`
-	Lower    canary.Float      `json:"lower"`
-	Upper    canary.Float      `json:"upper"`
-	Unit     canary.EffectUnit `json:"unit,omitempty"`
-}
+type MetricSummary = canary.MetricSummary
 
-// VerdictOf summarises a run for orchestrators. It never fails.
+// VerdictOf summarises a run for orchestrators: the verdict, score and
+// metrics are canary's [canary.Run.Summary]; the reason is worded here. It
+// never fails.
 func VerdictOf(r *canary.Run) Verdict {
-	v := Verdict{AnalysisID: r.ID, Phase: r.Phase, Score: canary.Float(math.NaN()), Steps: max(r.NextStep-1, 0), Metrics: []MetricSummary{}}
+	sum := r.Summary()
+	v := Verdict{AnalysisID: r.ID, Verdict: string(sum.Verdict), Final: sum.Final, Phase: r.Phase, Score: sum.Score,
+		Steps: sum.Steps, Metrics: sum.Metrics}
 	last := r.Last()
-	if last != nil {
-		v.Score = last.Score
-		for _, m := range last.Metrics {
-			v.Metrics = append(v.Metrics, MetricSummary{
-				Metric: m.Metric, Verdict: m.Verdict, Critical: m.Critical, DryRun: m.DryRun, Reason: m.Reason,
-				Effect: m.Evidence.Effect, Lower: m.Evidence.Lower, Upper: m.Evidence.Upper, Unit: m.Evidence.Unit,
-			})
+	switch {
+	case v.Final:
+		lastReason := ""
+		if last != nil {
+			lastReason = last.Reason
 		}
-	}
-	lastReason := func() string {
-		if last == nil {
-			return ""
-		}
-		return last.Reason
-	}
-	switch r.Phase {
-	case canary.PhasePending:
-		v.Verdict = VerdictRunning
-		v.Reason = "warming up; the first measurement is due at " + r.NextAt.UTC().Format(time.RFC3339)
-	case canary.PhaseRunning:
-		v.Verdict = VerdictRunning
-		if last == nil {
-			v.Reason = "running; no measurement yet"
-		} else {
-			v.Reason = fmt.Sprintf("running; look %d of the analysis is %s: %s", last0(r), last.Verdict, last.Reason)
-		}
-	case canary.PhaseSuccessful:
-		v.Verdict, v.Final = VerdictPass, true
-	case canary.PhaseFailed:
-		v.Verdict, v.Final = VerdictFail, true
-	default: // Inconclusive, Error, Cancelled
-		v.Verdict, v.Final = VerdictInconclusive, true
-	}
-	if v.Final {
-		v.Reason = firstNonEmpty(r.Message, lastReason(), "the analysis ended "+strings.ToLower(string(r.Phase)))
+		v.Reason = firstNonEmpty(r.Message, lastReason, "the analysis ended "+strings.ToLower(string(r.Phase)))
 		if r.Phase == canary.PhaseError || r.Phase == canary.PhaseCancelled {
 			v.Reason = "the analysis ended " + strings.ToLower(string(r.Phase)) + ": " + v.Reason
 		}
+	case r.Phase == canary.PhasePending:
+		v.Reason = "warming up; the first measurement is due at " + r.NextAt.UTC().Format(time.RFC3339)
+	case last != nil:
+		v.Reason = fmt.Sprintf("running; look %d of the analysis is %s: %s", last0(r), last.Verdict, last.Reason)
+	default:
+		v.Reason = "running; no measurement yet"
 	}
 	return v
 }
