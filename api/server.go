@@ -21,6 +21,7 @@ import (
 	"github.com/flagpole/flagpole/api/stream"
 	"github.com/flagpole/flagpole/auth"
 	"github.com/flagpole/flagpole/canary"
+	"github.com/flagpole/flagpole/experiments"
 	"github.com/flagpole/flagpole/flags"
 )
 
@@ -56,6 +57,9 @@ type Config struct {
 	// Events stores the tracking events SDKs send; nil leaves the events
 	// route answering 503.
 	Events EventAppender
+	// Experiments holds A/B experiments and their folded statistics; nil
+	// leaves the experiment routes answering 503.
+	Experiments experiments.Store
 	// Extra are routes served for packages that may not import api, such
 	// as deploy's orchestrator hooks (see Route); each is authenticated as
 	// its Auth says. A malformed or clashing route makes New fail.
@@ -106,6 +110,7 @@ type Server struct {
 	extraErr   error           // why Config.Extra could not be mounted
 
 	an *analyses // nil without Config.Analyses
+	xp *experiments.Service // nil without Config.Experiments
 
 	hub    *stream.Hub // change streams (streams.go)
 	feed   *streamFeed
@@ -171,6 +176,9 @@ func New(cfg Config) (*Server, error) {
 	if s.an, err = newAnalyses(s, cfg.Analyses); err != nil {
 		return nil, fmt.Errorf("api: registering analysis metrics: %w", err)
 	}
+	if s.xp, err = newExperiments(s, cfg.Experiments); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	if s.ev, err = newEventMetrics(s.reg); err != nil {
 		return nil, fmt.Errorf("api: registering event metrics: %w", err)
 	}
@@ -235,6 +243,7 @@ func (s *Server) routes() *echo.Echo {
 	v1.GET("/keys", s.withKey(s.listKeys))
 	v1.DELETE("/keys/:id", s.withKey(s.revokeKey))
 	s.analysisRoutes(v1)
+	s.experimentRoutes(v1)
 	v1.GET("/openapi.json", s.openAPI)
 
 	e.GET("/healthz", s.healthz)
