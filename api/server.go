@@ -109,7 +109,7 @@ type Server struct {
 	extra      []Route         // Config.Extra
 	extraErr   error           // why Config.Extra could not be mounted
 
-	an *analyses // nil without Config.Analyses
+	an *analyses            // nil without Config.Analyses
 	xp *experiments.Service // nil without Config.Experiments
 
 	hub    *stream.Hub // change streams (streams.go)
