@@ -1,0 +1,361 @@
+package canary_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/flagpole/flagpole/canary"
+)
+
+func (w *world) controller(owner string, ttl time.Duration) *canary.RolloutController {
+	w.t.Helper()
+	c, err := canary.NewRolloutController(canary.RolloutControllerConfig{Service: w.svc, Owner: owner, LeaseTTL: ttl})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return c
+}
+
+// runController runs c until the test's bubble ends.
+func runController(t *testing.T, c *canary.RolloutController) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = c.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func TestControllerRampsToSuccess(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t, "prod")
+		sr := w.start(canary.RolloutRequest{})
+		if got := w.flagsMem.serves(t, "prod", "checkout"); got != `off {"fractional":[["on",100],["off",9900]]}` {
+			t.Fatalf("after start the flag serves %s", got)
+		}
+		runController(t, w.controller("a", 0))
+		time.Sleep(time.Second)
+		cur := w.get(sr.ID)
+		if cur.AnalysisID != sr.ID+"-s1-a1" {
+			t.Fatalf("analysis %q not started as %s-s1-a1", cur.AnalysisID, sr.ID)
+		}
+		run, err := w.analyses.Run(t.Context(), cur.AnalysisID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCanary := `feature_flag_key="checkout",feature_flag_variant="on"`
+		if run.Args.CanaryScope != wantCanary || run.Args.BaselineScope != strings.Replace(wantCanary, `"on"`, `"off"`, 1) ||
+			run.Args.ExpectedSplit != 0.01 || run.Args.Values["flag"] != "checkout" || run.Args.Values["service"] != "web" {
+			t.Errorf("analysis args %+v", run.Args)
+		}
+		w.endRun(cur.AnalysisID, canary.PhaseSuccessful, "all metrics pass")
+		time.Sleep(time.Minute)
+		if cur = w.get(sr.ID); cur.Step != 0 || cur.Verdict != canary.VerdictPass {
+			t.Fatalf("before minDuration: step %d verdict %q", cur.Step, cur.Verdict)
+		}
+		time.Sleep(4 * time.Minute)
+		if got := w.flagsMem.serves(t, "prod", "checkout"); got != `off {"fractional":[["on",500],["off",9500]]}` {
+			t.Fatalf("after step 1 the flag serves %s", got)
+		}
+		time.Sleep(10 * time.Minute)
+		cur = w.get(sr.ID)
+		if cur.State != canary.RolloutSucceeded || cur.Pending {
+			t.Fatalf("after the last step: %s pending=%v", cur.State, cur.Pending)
+		}
+		if got := w.flagsMem.serves(t, "prod", "checkout"); got != "on -" {
+			t.Errorf("after success the flag serves %s", got)
+		}
+		want := []string{
+			fmt.Sprintf("rollout %s step 1/3: 1%%", sr.ID),
+			fmt.Sprintf("rollout %s step 2/3: 5%%", sr.ID),
+			fmt.Sprintf("rollout %s succeeded: \"on\" for everyone", sr.ID),
+		}
+		if got := w.rolloutAudit("prod", sr.ID); !slices.Equal(got, want) {
+			t.Errorf("audit\n%q\nwant\n%q", got, want)
+		}
+		if got := strings.Join(w.notes.events(), " "); got != "rollout.step rollout.step rollout.step rollout.succeeded" {
+			t.Errorf("notifications %s", got)
+		}
+	})
+}
+
+// TestControllerRollsBackWithinASecond fails the step's analysis and
+// measures, on the fake clock, how long the flag takes to serve the old
+// variant to everyone.
+func TestControllerRollsBackWithinASecond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t, "prod")
+		sr := w.start(canary.RolloutRequest{})
+		runController(t, w.controller("a", 0))
+		time.Sleep(time.Second)
+		id := w.get(sr.ID).AnalysisID
+		time.Sleep(2*time.Minute + 37*time.Millisecond) // anywhere within a poll
+		w.endRun(id, canary.PhaseFailed, "errors: canary 5.1% vs baseline 0.2%")
+		verdict := time.Now()
+		for w.flagsMem.serves(t, "prod", "checkout") != "off -" {
+			if time.Since(verdict) > time.Second {
+				t.Fatalf("the flag still serves %s a second after the verdict", w.flagsMem.serves(t, "prod", "checkout"))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if took := time.Since(verdict); took > canary.DefaultRolloutPoll {
+			t.Errorf("rolled back %v after the verdict, want within a poll (%v)", took, canary.DefaultRolloutPoll)
+		}
+		time.Sleep(time.Second)
+		cur := w.get(sr.ID)
+		if cur.State != canary.RolloutFailed || cur.Percent != 0 || cur.Evidence == nil || cur.Evidence.AnalysisID != id ||
+			!strings.Contains(cur.Reason, "canary 5.1%") || cur.Verdict != canary.VerdictFail {
+			t.Errorf("failed rollout: %s", jsonString(cur))
+		}
+		evs := w.notes.events()
+		if len(evs) == 0 || evs[len(evs)-1] != string(canary.EventRolloutFailed) {
+			t.Fatalf("notifications %v, want rollout.failed last", evs)
+		}
+		var p struct {
+			Phase    string                  `json:"phase"`
+			Evidence *canary.RolloutEvidence `json:"evidence"`
+		}
+		w.notes.mu.Lock()
+		last := w.notes.ns[len(w.notes.ns)-1]
+		w.notes.mu.Unlock()
+		if err := json.Unmarshal(last.Payload, &p); err != nil || p.Phase != "failed" || p.Evidence == nil || p.Evidence.AnalysisID != id {
+			t.Errorf("rollout.failed payload %s (%v)", last.Payload, err)
+		}
+		if r, _ := w.analyses.Run(t.Context(), id); r.Phase != canary.PhaseFailed {
+			t.Errorf("the analysis is %s", r.Phase)
+		}
+	})
+}
+
+// TestLeaseTakeoverResumesAtSameStep: replica a moves a rollout to its
+// second step and dies before confirming it (its notification fails);
+// replica b may not touch the rollout while a's lease lasts, then takes it
+// over at the same step: the step's flag write is not repeated, its
+// notification is sent once, and the rollout goes on.
+func TestLeaseTakeoverResumesAtSameStep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t, "prod")
+		sr := w.start(canary.RolloutRequest{Steps: []canary.RolloutStep{{Percent: 1, MinDuration: "1m"}, {Percent: 5, MinDuration: "1m"}, {Percent: 100}}})
+		a, b := w.controller("replica-a", 3*time.Second), w.controller("replica-b", 3*time.Second)
+		ctx := t.Context()
+		time.Sleep(time.Minute)
+		w.notes.fail(fmt.Errorf("outbox down: %w", canary.ErrUnavailable))
+		if _, err := a.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cur := w.get(sr.ID)
+		if cur.Step != 1 || !cur.Pending {
+			t.Fatalf("a left the rollout at step %d pending=%v, want step 1 pending", cur.Step, cur.Pending)
+		}
+		w.notes.fail(nil)
+		// a is dead from here on. b waits for a's lease.
+		time.Sleep(time.Second)
+		if _, err := b.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if w.get(sr.ID).Version != cur.Version {
+			t.Fatalf("b moved the rollout while a's lease lasted")
+		}
+		time.Sleep(3 * time.Second)
+		if _, err := b.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cur = w.get(sr.ID)
+		if cur.Step != 1 || cur.Pending || cur.Percent != 5 {
+			t.Fatalf("after b took over: step %d pending=%v percent %v", cur.Step, cur.Pending, cur.Percent)
+		}
+		// a comes back from the dead: b's lease keeps it out.
+		if _, err := a.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if w.get(sr.ID).Version != cur.Version {
+			t.Errorf("a wrote while b held the lease")
+		}
+		time.Sleep(time.Minute)
+		if _, err := b.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if cur = w.get(sr.ID); cur.State != canary.RolloutSucceeded {
+			t.Fatalf("rollout %s, want succeeded", cur.State)
+		}
+		want := []string{
+			fmt.Sprintf("rollout %s step 1/3: 1%%", sr.ID),
+			fmt.Sprintf("rollout %s step 2/3: 5%%", sr.ID),
+			fmt.Sprintf("rollout %s succeeded: \"on\" for everyone", sr.ID),
+		}
+		if got := w.rolloutAudit("prod", sr.ID); !slices.Equal(got, want) {
+			t.Errorf("audit (each step exactly once)\n%q\nwant\n%q", got, want)
+		}
+		if got := strings.Join(w.notes.events(), " "); got != "rollout.step rollout.step rollout.step rollout.succeeded" {
+			t.Errorf("notifications %s", got)
+		}
+	})
+}
+
+func TestRolloutActions(t *testing.T) {
+	w := newWorld(t, "prod", "stage")
+	ctx := t.Context()
+	sr := w.start(canary.RolloutRequest{})
+	act := func(action string) (canary.StoredRollout, error) {
+		return w.svc.Act(ctx, "prod", sr.ID, action, "bob", "because")
+	}
+	steps := []struct {
+		action string
+		state  canary.RolloutState
+		serves string
+		err    error
+	}{
+		{"pause", canary.RolloutPaused, `off {"fractional":[["on",100],["off",9900]]}`, nil},
+		{"pause", "", "", canary.ErrRolloutState},
+		{"resume", canary.RolloutRunning, `off {"fractional":[["on",100],["off",9900]]}`, nil},
+		{"promote", canary.RolloutSucceeded, "on -", nil},
+		{"abort", "", "", canary.ErrRolloutState},
+		{"retry", "", "", canary.ErrRolloutState},
+	}
+	for i, s := range steps {
+		out, err := act(s.action)
+		if !errors.Is(err, s.err) || (s.err == nil) != (err == nil) {
+			t.Fatalf("%d %s: %v, want %v", i, s.action, err, s.err)
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "succeeded") && !strings.Contains(err.Error(), "paused") {
+				t.Errorf("%d %s: the error does not name the state: %v", i, s.action, err)
+			}
+			continue
+		}
+		if out.State != s.state || out.Pending {
+			t.Errorf("%d %s: %s pending=%v", i, s.action, out.State, out.Pending)
+		}
+		if got := w.flagsMem.serves(t, "prod", "checkout"); got != s.serves {
+			t.Errorf("%d %s: flag serves %s, want %s", i, s.action, got, s.serves)
+		}
+	}
+	var ve *canary.ValidationError
+	if _, err := act("explode"); !errors.As(err, &ve) {
+		t.Errorf("unknown action: %v", err)
+	}
+	if _, err := w.svc.Act(ctx, "stage", sr.ID, "pause", "bob", ""); !errors.Is(err, canary.ErrNotFound) {
+		t.Errorf("action through another environment: %v, want ErrNotFound", err)
+	}
+	// A failed rollout is retried at its step; abort rolls back.
+	r2 := w.start(canary.RolloutRequest{Env: "stage", OnFail: canary.OnFailPause})
+	if out, err := w.svc.Act(ctx, "stage", r2.ID, "retry", "bob", ""); err == nil {
+		t.Errorf("retry of a running rollout: %s", out.State)
+	}
+	if out, err := w.svc.Act(ctx, "stage", r2.ID, "abort", "bob", "no"); err != nil || out.State != canary.RolloutAborted {
+		t.Fatalf("abort: %v %v", out.State, err)
+	}
+	if got := w.flagsMem.serves(t, "stage", "checkout"); got != "off -" {
+		t.Errorf("after abort the flag serves %s", got)
+	}
+}
+
+func TestCreateRolloutRefusals(t *testing.T) {
+	w := newWorld(t, "prod")
+	ctx := t.Context()
+	first := w.start(canary.RolloutRequest{})
+	tests := []struct {
+		name  string
+		req   canary.RolloutRequest
+		err   error
+		field string
+	}{
+		{"unknown environment", canary.RolloutRequest{Env: "nope"}, canary.ErrUnknownEnvironment, ""},
+		{"unknown flag", canary.RolloutRequest{Flag: "nope", Variant: "on", From: "off"}, canary.ErrUnknownFlag, ""},
+		{"unknown variant", canary.RolloutRequest{Flag: "checkout", Variant: "blue", From: "off"}, nil, "variant"},
+		{"unknown from", canary.RolloutRequest{Flag: "checkout", Variant: "on", From: "red"}, nil, "from"},
+		{"same variants", canary.RolloutRequest{Flag: "checkout", Variant: "on", From: "on"}, nil, "from"},
+		{"bad step", canary.RolloutRequest{Steps: []canary.RolloutStep{{Percent: 150}}}, nil, "steps[0].percent"},
+		{"unknown template", canary.RolloutRequest{
+			Steps: []canary.RolloutStep{{Percent: 5, Analysis: &canary.StepAnalysis{Template: "nope"}}}}, nil, "steps[0].analysis.template"},
+		{"undeclared value", canary.RolloutRequest{Steps: []canary.RolloutStep{{Percent: 5, Analysis: &canary.StepAnalysis{Template: "http-errors", Values: map[string]string{"service": "x", "k": "v"}}}}}, nil, "steps[0].analysis.values.k"},
+		{"missing value", canary.RolloutRequest{Steps: []canary.RolloutStep{{Percent: 5, Analysis: &canary.StepAnalysis{Template: "http-errors"}}}}, nil, "steps[0].analysis.values.service"},
+		{"own targeting", canary.RolloutRequest{Flag: "styled", Variant: "on", From: "off"}, canary.ErrFlagTargeted, ""},
+		{"already active", canary.RolloutRequest{}, canary.ErrRolloutActive, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := tc.req
+			if req.Env == "" {
+				req.Env = "prod"
+			}
+			if req.Flag == "" {
+				req.Flag, req.Variant, req.From = "checkout", "on", "off"
+			}
+			if req.Steps == nil {
+				req.Steps = gatedSteps()
+			}
+			_, err := w.svc.Create(ctx, req, "alice", "")
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("error %v, want %v", err, tc.err)
+				}
+				return
+			}
+			var ve *canary.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("error %v, want a *ValidationError naming %s", err, tc.field)
+			}
+			var fields []string
+			for _, p := range ve.Problems {
+				fields = append(fields, p.Field)
+			}
+			if !slices.Contains(fields, tc.field) {
+				t.Errorf("fields %v, want %s", fields, tc.field)
+			}
+		})
+	}
+	if got := w.get(first.ID); got.State != canary.RolloutRunning {
+		t.Errorf("the refusals changed the first rollout: %s", got.State)
+	}
+}
+
+func TestKillSwitch(t *testing.T) {
+	w := newWorld(t, "prod", "stage", "dev")
+	ctx := t.Context()
+	sr := w.start(canary.RolloutRequest{})
+	all := func(string) bool { return true }
+	if _, err := w.svc.Kill(ctx, "nope", "", "admin", "", all); !errors.Is(err, canary.ErrUnknownFlag) {
+		t.Errorf("kill of an unknown flag: %v", err)
+	}
+	if _, err := w.svc.Kill(ctx, "styled", "", "admin", "", all); !errors.Is(err, canary.ErrNoSafeVariant) {
+		t.Errorf("kill without a safe variant anywhere: %v", err)
+	}
+	res, err := w.svc.Kill(ctx, "checkout", "", "admin", "incident 42", func(env string) bool { return env != "dev" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := jsonString(res)
+	if !strings.Contains(got, `{"name":"prod","variant":"off","version":3,"abortedRollouts":["`+sr.ID+`"]}`) ||
+		!strings.Contains(got, `{"name":"stage","abortedRollouts":[],"error":"no safe variant`) || strings.Contains(got, `"dev"`) {
+		t.Errorf("kill result %s", got)
+	}
+	if cur := w.get(sr.ID); cur.State != canary.RolloutAborted || cur.FinalVariant != "off" || cur.Pending || cur.History[len(cur.History)-1].Event != canary.EventKilled {
+		t.Errorf("killed rollout %s", jsonString(cur))
+	}
+	if s := w.flagsMem.serves(t, "prod", "checkout"); s != "off -" {
+		t.Errorf("prod serves %s", s)
+	}
+	res, err = w.svc.Kill(ctx, "checkout", "on", "admin", "", all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range res.Environments {
+		if e.Error != "" || e.Variant != "on" {
+			t.Errorf("kill to on in %s: %+v", e.Name, e)
+		}
+		if s := w.flagsMem.serves(t, e.Name, "checkout"); s != "on -" {
+			t.Errorf("%s serves %s", e.Name, s)
+		}
+	}
+	res, err = w.svc.Kill(ctx, "checkout", "purple", "admin", "", all)
+	if err != nil || len(res.Environments) != 3 || !strings.Contains(res.Environments[0].Error, `no variant "purple"`) {
+		t.Errorf("kill to a missing variant: %s %v", jsonString(res), err)
+	}
+}
