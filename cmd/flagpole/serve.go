@@ -268,6 +268,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		RateLimit:   o.rateLimit,
 		Analyses:    store,
 		Events:      store.EventLog(eventLimit),
+		Experiments: store,
 		Extra:       dep.routes,
 	})
 	if err != nil {
@@ -292,6 +293,11 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		return err
 	}
 	dep.start(runCtx, &wg)
+	if err := startExperimentConsumer(runCtx, &wg, store, reg, log); err != nil {
+		stopRun()
+		wg.Wait()
+		return err
+	}
 
 	// Bootstrap the admin key and seed the flag file before accepting
 	// requests when the store answers; otherwise keep trying in the background.
