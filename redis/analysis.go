@@ -506,13 +506,9 @@ func (s *Store) Runs(ctx context.Context, q canary.RunQuery) (page canary.RunPag
 	if err != nil {
 		return page, err
 	}
-	upper, afterID := "+inf", ""
-	if q.Cursor != "" {
-		m, id, ok := strings.Cut(q.Cursor, ":")
-		if _, perr := strconv.ParseInt(m, 10, 64); !ok || perr != nil || canary.CheckRunID(id) != nil {
-			return page, &canary.ValidationError{Problems: []canary.FieldError{{Field: "cursor", Message: "is not the next value of an earlier page"}}}
-		}
-		upper, afterID = m, id
+	pos, err := parseTimeCursor(q.Cursor, func(id string) bool { return canary.CheckRunID(id) == nil })
+	if err != nil {
+		return page, err
 	}
 	if s.closed.Load() {
 		return page, cunavailable(errClosed)
@@ -522,22 +518,7 @@ func (s *Store) Runs(ctx context.Context, q canary.RunQuery) (page canary.RunPag
 		index = s.keys.runsOf(q.Template)
 	}
 	page.Runs = []canary.StoredRun{}
-	chunk := max(2*limit, 64)
-	offset := 0
-	for {
-		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, index, &goredis.ZRangeBy{Max: upper, Min: "-inf", Offset: int64(offset), Count: int64(chunk)}).Result()
-		if err != nil {
-			return page, ctranslate("runs", err)
-		}
-		offset += len(zs)
-		var ids []string
-		for _, z := range zs {
-			id, _ := z.Member.(string)
-			if afterID != "" && strconv.FormatInt(int64(z.Score), 10) == upper && id >= afterID {
-				continue // at or before the cursor within its millisecond
-			}
-			ids = append(ids, id)
-		}
+	err = s.scanNewest(ctx, "runs", index, pos, limit, func(ids []string) (bool, error) {
 		cmds := make([]*goredis.SliceCmd, len(ids))
 		if len(ids) > 0 {
 			if _, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
@@ -546,7 +527,7 @@ func (s *Store) Runs(ctx context.Context, q canary.RunQuery) (page canary.RunPag
 				}
 				return nil
 			}); err != nil {
-				return page, ctranslate("runs", err)
+				return false, ctranslate("runs", err)
 			}
 		}
 		for i, id := range ids {
@@ -561,19 +542,18 @@ func (s *Store) Runs(ctx context.Context, q canary.RunQuery) (page canary.RunPag
 			}
 			if len(page.Runs) == limit {
 				last := page.Runs[limit-1]
-				page.Next = strconv.FormatInt(last.CreatedAt.UnixMilli(), 10) + ":" + last.ID
-				return page, nil
+				page.Next = timeCursor(last.CreatedAt, last.ID)
+				return true, nil
 			}
 			sr, err := runFromHash(id, vals[:2])
 			if err != nil {
-				return page, err
+				return false, err
 			}
 			page.Runs = append(page.Runs, sr)
 		}
-		if len(zs) < chunk {
-			return page, nil
-		}
-	}
+		return false, nil
+	})
+	return page, err
 }
 
 // UpdateRun implements canary.Store. Errors: canary.ErrNotFound,

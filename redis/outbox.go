@@ -474,49 +474,30 @@ func (s *Store) Notifications(ctx context.Context, q canary.NotificationQuery) (
 	if err != nil {
 		return page, err
 	}
-	upper, afterID := "+inf", ""
-	if q.Cursor != "" {
-		m, id, ok := strings.Cut(q.Cursor, ":")
-		if _, perr := strconv.ParseInt(m, 10, 64); !ok || perr != nil || id == "" {
-			return page, validationError("cursor", "is not the next value of an earlier page")
-		}
-		upper, afterID = m, id
+	pos, err := parseTimeCursor(q.Cursor, func(id string) bool { return id != "" })
+	if err != nil {
+		return page, err
 	}
 	if s.closed.Load() {
 		return page, cunavailable(errClosed)
 	}
 	page.Notifications = []canary.NotificationLog{}
-	chunk := max(2*limit, 64)
-	for offset := 0; ; {
-		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.keys.outboxIndex(), &goredis.ZRangeBy{Max: upper, Min: "-inf", Offset: int64(offset), Count: int64(chunk)}).Result()
-		if err != nil {
-			return page, ctranslate("notifications", err)
-		}
-		offset += len(zs)
-		var ids []string
-		for _, z := range zs {
-			id, _ := z.Member.(string)
-			if afterID != "" && strconv.FormatInt(int64(z.Score), 10) == upper && id >= afterID {
-				continue // at or before the cursor within its millisecond
-			}
-			ids = append(ids, id)
-		}
+	err = s.scanNewest(ctx, "notifications", s.keys.outboxIndex(), pos, limit, func(ids []string) (bool, error) {
 		logs, err := s.notificationLogs(ctx, ids, false)
 		if err != nil {
-			return page, err
+			return false, err
 		}
 		for _, l := range logs {
 			if len(page.Notifications) == limit {
 				last := page.Notifications[limit-1].Notification
-				page.Next = strconv.FormatInt(last.Time.UnixMilli(), 10) + ":" + last.ID
-				return page, nil
+				page.Next = timeCursor(last.Time, last.ID)
+				return true, nil
 			}
 			page.Notifications = append(page.Notifications, l)
 		}
-		if len(zs) < chunk {
-			return page, nil
-		}
-	}
+		return false, nil
+	})
+	return page, err
 }
 
 // Dead implements canary.Outbox. Errors: *canary.ValidationError, wrapped
