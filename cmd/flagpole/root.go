@@ -109,6 +109,7 @@ Every command exits 0 on success and 1 on any error ('analysis gate' and
 		a.templatesCommand(),
 		a.analysisCommand(),
 		a.rolloutCommand(), a.killCommand(),
+		a.experimentCommand(),
 	)
 	root.CompletionOptions.HiddenDefaultCmd = true
 	return root
