@@ -333,8 +333,12 @@ func (s *Server) experimentAction(action string) keyHandler {
 			if in.Decision == nil {
 				return badRequest("decision", `is required: {"action": "ship", "variant": "..."}, {"action": "rollback"} or {"action": "none"}`)
 			}
-			if in.Decision.Action == "" {
+			switch in.Decision.Action {
+			case "":
 				return badRequest("decision.action", "is required: ship, rollback or none")
+			case experiments.OutcomeShip, experiments.OutcomeRollback, experiments.OutcomeNone:
+			default:
+				return badRequest("decision.action", fmt.Sprintf("%q is not an action: ship, rollback or none", in.Decision.Action))
 			}
 			if in.Decision.Reason != "" {
 				o.Reason = in.Decision.Reason

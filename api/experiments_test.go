@@ -72,7 +72,7 @@ func TestExperimentBadInput(t *testing.T) {
 		{"unknown environment", "POST", "/api/v1/environments/nope/experiments", "", expBody("a", nil), 404, codeNotFound, "env"},
 		{"unknown experiment", "GET", expPath + "/nope", "", "", 404, codeNotFound, "key"},
 		{"stop without decision", "POST", expPath + "/taken/stop", "", `{}`, 400, codeInvalidRequest, "decision"},
-		{"stop with a bad action", "POST", expPath + "/taken/stop", "", `{"decision":{"action":"maybe"}}`, 409, codeConflict, "status"},
+		{"stop with a bad action", "POST", expPath + "/taken/stop", "", `{"decision":{"action":"maybe"}}`, 400, codeInvalidRequest, "decision.action"},
 		{"bad restart flag", "PUT", expPath + "/taken?restart=yes", "", expBody("taken", nil), 400, codeInvalidRequest, "restart"},
 		{"key differs from the path", "PUT", expPath + "/taken", "", expBody("other", nil), 400, codeInvalidRequest, "key"},
 		{"delete with a stale If-Match", "DELETE", expPath + "/taken", "", "", 412, codePreconditionFailed, ""},
