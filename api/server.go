@@ -64,6 +64,9 @@ type Config struct {
 	// as deploy's orchestrator hooks (see Route); each is authenticated as
 	// its Auth says. A malformed or clashing route makes New fail.
 	Extra []Route
+	// Rollouts creates and controls progressive flag rollouts and runs the
+	// kill switch; nil leaves those routes answering 503.
+	Rollouts *canary.RolloutService
 }
 
 // Defaults.
@@ -111,6 +114,8 @@ type Server struct {
 
 	an *analyses            // nil without Config.Analyses
 	xp *experiments.Service // nil without Config.Experiments
+
+	rollouts *canary.RolloutService // nil without Config.Rollouts
 
 	hub    *stream.Hub // change streams (streams.go)
 	feed   *streamFeed
@@ -197,6 +202,7 @@ func New(cfg Config) (*Server, error) {
 	s.bufPool.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.envs.Store(&envMap{})
 	s.extra = cfg.Extra
+	s.rollouts = cfg.Rollouts
 	s.e = s.routes()
 	if s.extraErr != nil {
 		return nil, s.extraErr
@@ -243,6 +249,7 @@ func (s *Server) routes() *echo.Echo {
 	v1.GET("/keys", s.withKey(s.listKeys))
 	v1.DELETE("/keys/:id", s.withKey(s.revokeKey))
 	s.analysisRoutes(v1)
+	s.rolloutRoutes(v1)
 	s.experimentRoutes(v1)
 	v1.GET("/openapi.json", s.openAPI)
 
