@@ -258,6 +258,10 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 	if err != nil {
 		return err
 	}
+	ro, err := a.newRollouts(store, svc, dep, log)
+	if err != nil {
+		return err
+	}
 	server, err := api.New(api.Config{
 		Store:       store,
 		Keys:        store,
@@ -270,6 +274,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		Events:      store.EventLog(eventLimit),
 		Experiments: store,
 		Extra:       dep.routes,
+		Rollouts:    ro.svc,
 	})
 	if err != nil {
 		return fmt.Errorf("configuring the API: %w", err)
@@ -293,6 +298,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		return err
 	}
 	dep.start(runCtx, &wg)
+	ro.start(runCtx, &wg)
 	if err := startExperimentConsumer(runCtx, &wg, store, reg, log); err != nil {
 		stopRun()
 		wg.Wait()
