@@ -618,15 +618,15 @@ func powerLine(r *resultsReply) string {
 			continue
 		}
 		for _, c := range m.Comparisons {
+			prefix := ""
+			if r.Health.Underpowered {
+				prefix = "UNDERPOWERED: "
+			}
 			if c.RelativeMDE != nil {
-				state := "enough to detect the minimum effect"
-				if r.Health.Underpowered {
-					state = "underpowered"
-				}
-				return fmt.Sprintf("%s; %s in %s can be detected now (minimum detectable effect, %s vs control)", state, fmtRel(*c.RelativeMDE, false), m.Key, c.Treatment)
+				return fmt.Sprintf("%sthe minimum detectable effect is now %s in %s (%s vs control)", prefix, fmtRel(*c.RelativeMDE, false), m.Key, c.Treatment)
 			}
 			if c.MDE != nil {
-				return fmt.Sprintf("a change of %s in %s can be detected now (minimum detectable effect)", fmtG(*c.MDE), m.Key)
+				return fmt.Sprintf("%sthe minimum detectable effect is now %s in %s (absolute, %s vs control)", prefix, fmtG(*c.MDE), m.Key, c.Treatment)
 			}
 		}
 		break

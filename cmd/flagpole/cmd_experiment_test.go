@@ -295,7 +295,7 @@ func TestExperimentCommands(t *testing.T) {
 				"purchase goal on 0.09", "better",
 				"errors guardrail (lower is better) on", "harm p = ", "inconclusive",
 				"Health: healthy", "Sample ratio: χ² = 0 (df 1), p = 1.000 — no mismatch", "Crossovers: 0 users",
-				"Power:", "Recommendation: SHIP on", "Ship on: it moved purchase the right way",
+				"Power: the minimum detectable effect is now", "in purchase (on vs control)", "Recommendation: SHIP on", "Ship on: it moved purchase the right way",
 				"Chart saved to " + svg},
 			wantMethod: "GET", wantPath: "/api/v1/environments/prod/experiments/checkout-test/results"},
 		{name: "results as JSON", args: []string{"experiment", "results", "checkout-test", "-o", "json"},
