@@ -157,20 +157,28 @@ func (c *RolloutController) Tick(ctx context.Context) (int, error) {
 
 // drive does what is due for rollout id under its lease.
 func (c *RolloutController) drive(ctx context.Context, id string) error {
-	lease, err := c.svc.store.AcquireRolloutLease(ctx, id, c.owner, c.now(), c.ttl)
-	switch {
-	case errors.Is(err, ErrLeaseHeld), errors.Is(err, ErrNotFound):
-		c.forget(id)
-		return nil // another replica drives it, or it is gone
-	case err != nil:
-		return err
-	}
+	// A lease held with two thirds of its time left is used as it is: each
+	// extension is a store write, and the token fences every write anyway.
 	c.mu.Lock()
-	if old, ok := c.held[id]; ok && old.Token != lease.Token {
-		c.log.Info("rollout lease taken anew", "rollout", id, "owner", c.owner, "token", lease.Token)
-	}
-	c.held[id] = lease
+	lease, ok := c.held[id]
 	c.mu.Unlock()
+	if !ok || !c.now().Before(lease.ExpiresAt.Add(-c.ttl/3)) {
+		l, err := c.svc.store.AcquireRolloutLease(ctx, id, c.owner, c.now(), c.ttl)
+		switch {
+		case errors.Is(err, ErrLeaseHeld), errors.Is(err, ErrNotFound):
+			c.forget(id)
+			return nil // another replica drives it, or it is gone
+		case err != nil:
+			return err
+		}
+		if ok && lease.Token != l.Token {
+			c.log.Info("rollout lease taken anew", "rollout", id, "owner", c.owner, "token", l.Token)
+		}
+		lease = l
+		c.mu.Lock()
+		c.held[id] = lease
+		c.mu.Unlock()
+	}
 	sr, err := c.svc.store.Rollout(ctx, id)
 	if err != nil {
 		return err
