@@ -103,12 +103,16 @@ type exposureItem struct {
 	at                               time.Time
 }
 
-type dedupKey struct{ env, flag, variant, targetingKey string }
-
+// dedupShard remembers recent exposures by a 64-bit hash of (environment,
+// flag, variant, targeting key) and the Unix nanoseconds when they were
+// recorded: a map without pointers, which the garbage collector does not
+// scan however many users it holds. A hash collision suppresses one
+// exposure at worst; the consumer does not depend on the recorder's
+// de-duplication.
 type dedupShard struct {
 	mu   sync.Mutex
-	seen map[dedupKey]time.Time
-	_    [40]byte // keep shards on separate cache lines
+	seen map[uint64]int64
+	_    [48]byte // keep shards on separate cache lines
 }
 
 // exposureIndex lists the experiment flags of one version of an
@@ -161,7 +165,7 @@ func NewExposureRecorder(log EventAppender, cfg ExposureConfig) (*ExposureRecord
 		r.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	for i := range r.shards {
-		r.shards[i].seen = map[dedupKey]time.Time{}
+		r.shards[i].seen = map[uint64]int64{}
 	}
 	r.indexes.Store(&map[string]*exposureIndex{})
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -298,18 +302,19 @@ func (r *ExposureRecorder) expose(env, flag, variant, targetingKey string) {
 		return
 	}
 	now := r.now()
-	k := dedupKey{env, flag, variant, targetingKey}
-	sh := &r.shards[maphash.String(r.seed, targetingKey)&(exposureShards-1)]
+	at, window := now.UnixNano(), r.cfg.Window.Nanoseconds()
+	k := r.dedupHash(env, flag, variant, targetingKey)
+	sh := &r.shards[k&(exposureShards-1)]
 	sh.mu.Lock()
-	if last, ok := sh.seen[k]; ok && now.Sub(last) < r.cfg.Window {
+	if last, ok := sh.seen[k]; ok && at-last < window {
 		sh.mu.Unlock()
 		r.deduplicated.Inc()
 		return
 	}
 	if len(sh.seen) >= r.perShard {
-		sh.pruneLocked(now, r.cfg.Window, r.perShard)
+		sh.pruneLocked(at, window, r.perShard)
 	}
-	sh.seen[k] = now
+	sh.seen[k] = at
 	sh.mu.Unlock()
 	select {
 	case r.queue <- exposureItem{env: env, flag: flag, variant: variant, targetingKey: targetingKey, at: now}:
@@ -322,18 +327,29 @@ func (r *ExposureRecorder) expose(env, flag, variant, targetingKey string) {
 	default:
 		r.dropped.Inc()
 		sh.mu.Lock() // not recorded: let a later evaluation try again
-		if at, ok := sh.seen[k]; ok && at.Equal(now) {
+		if last, ok := sh.seen[k]; ok && last == at {
 			delete(sh.seen, k)
 		}
 		sh.mu.Unlock()
 	}
 }
 
+// dedupHash identifies an exposure for de-duplication.
+func (r *ExposureRecorder) dedupHash(env, flag, variant, targetingKey string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	for _, s := range [4]string{env, flag, variant, targetingKey} {
+		_, _ = h.WriteString(s)
+		_ = h.WriteByte(0)
+	}
+	return h.Sum64()
+}
+
 // pruneLocked forgets exposures older than the window; if that frees too
 // little, it forgets them all.
-func (sh *dedupShard) pruneLocked(now time.Time, window time.Duration, limit int) {
+func (sh *dedupShard) pruneLocked(now, window int64, limit int) {
 	for k, at := range sh.seen {
-		if now.Sub(at) >= window {
+		if now-at >= window {
 			delete(sh.seen, k)
 		}
 	}
@@ -363,6 +379,9 @@ func (r *ExposureRecorder) Run(ctx context.Context) {
 		for {
 			select {
 			case it := <-r.queue:
+				if pending[it.env] == nil { // sized once: no regrowth per batch
+					pending[it.env] = make([]experiments.Event, 0, r.cfg.Batch)
+				}
 				pending[it.env] = append(pending[it.env], experiments.Event{
 					Name: experiments.ExposureEvent, TargetingKey: it.targetingKey,
 					FlagKey: it.flag, Variant: it.variant, Time: it.at.UTC(),
@@ -395,7 +414,8 @@ func (r *ExposureRecorder) Run(ctx context.Context) {
 	}
 }
 
-// flush appends and empties every environment's pending exposures.
+// flush appends every environment's pending exposures and forgets them
+// (the log may keep the slices it was given).
 func (r *ExposureRecorder) flush(ctx context.Context, pending map[string][]experiments.Event) {
 	for env, evs := range pending {
 		for len(evs) > 0 {
@@ -409,10 +429,16 @@ func (r *ExposureRecorder) flush(ctx context.Context, pending map[string][]exper
 
 // store appends one batch, retrying while the log is unavailable.
 func (r *ExposureRecorder) store(ctx context.Context, env string, batch []experiments.Event) {
-	valid := batch[:0:0]
+	valid := batch
 	for i := range batch {
-		if len(batch[i].Validate()) == 0 {
-			valid = append(valid, batch[i])
+		if len(batch[i].Validate()) > 0 { // rare: copy the valid ones
+			valid = make([]experiments.Event, 0, len(batch))
+			for j := range batch {
+				if len(batch[j].Validate()) == 0 {
+					valid = append(valid, batch[j])
+				}
+			}
+			break
 		}
 	}
 	if bad := len(batch) - len(valid); bad > 0 {
