@@ -38,6 +38,28 @@ import (
 // performs the same effects again: the flag write is identical, which
 // flags.Service turns into a no-op, and notification IDs derive from the
 // rollout and the history index, which the outbox deduplicates.
+//
+// Analysis gates compare users by the variant they were served, so apps
+// label their metrics with the evaluated flag and variant, as
+// OpenTelemetry's feature-flag conventions name them: feature_flag_key and
+// feature_flag_variant. A step's run gets CanaryScope
+// `feature_flag_key="KEY",feature_flag_variant="VARIANT"` and BaselineScope
+// the same with From, ExpectedSplit = percent/100 (none at 100 %), and the
+// values flag, variant, from and env for the template args so named. With
+// client_golang:
+//
+//	requests := promauto.NewCounterVec(prometheus.CounterOpts{Name: "http_requests_total"},
+//		[]string{"feature_flag_key", "feature_flag_variant", "code"})
+//	variant := details.Variant // from client.BooleanValueDetails(ctx, "new-checkout", false, evalCtx)
+//	requests.WithLabelValues("new-checkout", variant, strconv.Itoa(status)).Inc()
+//
+// and the template's queries select an arm with {{ .scope }}, e.g.
+// sum(increase(http_requests_total{code=~"5..", {{ .scope }}}[{{ .window }}])).
+//
+// Decisions where a gate cannot decide: an analysis that ends
+// Inconclusive, Error or Cancelled, or disappears, pauses the rollout with
+// the reason (retry or resume restarts the step, abort rolls back); only a
+// Failed analysis applies OnFail.
 
 // RolloutState is where a rollout is in its life.
 type RolloutState string
