@@ -137,3 +137,39 @@ func BenchmarkOFREPExposures(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExposureHotPath isolates what exposure recording adds to one
+// evaluation of an experiment flag: the scope (recorder check, per-version
+// index, targeting key) and the record, for a returning user ("seen") or a
+// new one ("new", including the batcher's CPU to store it).
+func BenchmarkExposureHotPath(b *testing.B) {
+	for _, newUsers := range []bool{false, true} {
+		name := "seen"
+		if newUsers {
+			name = "new"
+		}
+		b.Run(name, func(b *testing.B) {
+			h, _ := exposureBench(b, true)
+			st := h.srv.env("default")
+			fe := st.flags["exp-0"]
+			res := st.set.Evaluate("exp-0", map[string]any{"targetingKey": "user-1"})
+			keys := make([]map[string]any, 1000)
+			for i := range keys {
+				keys[i] = map[string]any{"targetingKey": "user-" + strconv.Itoa(i)}
+			}
+			fresh := map[string]any{}
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				ctx := keys[i%len(keys)]
+				if newUsers {
+					fresh["targetingKey"] = "new-user-" + strconv.Itoa(i)
+					ctx = fresh
+				}
+				h.srv.exposureScope(st, ctx).flag(fe, res)
+			}
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
