@@ -181,7 +181,8 @@ type Rollout struct {
 	StepStartedAt time.Time `json:"stepStartedAt,omitzero"`
 	StartAt       time.Time `json:"startAt,omitzero"`
 	// AnalysisID is the current step's analysis run; Attempt counts the
-	// runs started for the rollout, so that each gets its own ID.
+	// runs started for the current step (a resume or retry starts another),
+	// so that each gets its own ID.
 	AnalysisID string           `json:"analysisId,omitempty"`
 	Attempt    int              `json:"attempt,omitempty"`
 	Verdict    Verdict          `json:"verdict,omitempty"`
@@ -339,6 +340,7 @@ func (r *Rollout) enter(now time.Time, i int, actor, ev string) {
 	r.Percent = r.Steps[i].Percent
 	r.StepStartedAt = now
 	r.AnalysisID = ""
+	r.Attempt = 0
 	r.Holding = false
 	r.PausedOnFail = false
 	r.Reason = ""
@@ -606,8 +608,9 @@ func (r *Rollout) NeedsAnalysis() bool {
 }
 
 // NextRunID is the ID the current step's next analysis run gets: the
-// rollout ID, the step and the attempt, so that a replica that repeats the
-// start after a crash finds the run already created.
+// rollout ID, the step and the attempt within the step ("ro_x-s2-a1"), so
+// that a replica that repeats the start after a crash finds the run already
+// created.
 func (r *Rollout) NextRunID() string {
 	return fmt.Sprintf("%s-s%d-a%d", r.ID, r.Step+1, r.Attempt+1)
 }

@@ -288,3 +288,31 @@ func TestOwnsTargeting(t *testing.T) {
 		}
 	}
 }
+
+// TestAnalysisRunIDs: one run ID per step and attempt, so a start repeated
+// after a crash finds the same run, and each step's first run is "a1".
+func TestAnalysisRunIDs(t *testing.T) {
+	gate := &canary.StepAnalysis{Template: "t"}
+	r := canary.NewRollout("ro_ids", "prod", "f", "on", "off",
+		[]canary.RolloutStep{{Percent: 10, Analysis: gate}, {Percent: 50, Analysis: gate}, {Percent: 100}}, "", "", time.Time{}, t0, "a", "")
+	r.Pending = false
+	var ids []string
+	start := func() {
+		ids = append(ids, r.NextRunID())
+		if again := r.NextRunID(); again != ids[len(ids)-1] {
+			t.Fatalf("NextRunID changed without a start: %s", again)
+		}
+		r.AnalysisStarted(t0, r.NextRunID(), "ctl")
+	}
+	start()
+	r.Evaluate(t0, &canary.Run{ID: r.AnalysisID, Phase: canary.PhaseSuccessful}, "ctl")
+	r.Pending = false
+	start()
+	_ = r.Pause(t0, "bob", "")
+	_ = r.Resume(t0, "bob", "")
+	r.Pending = false
+	start()
+	if got := strings.Join(ids, " "); got != "ro_ids-s1-a1 ro_ids-s2-a1 ro_ids-s2-a2" {
+		t.Errorf("run IDs %s", got)
+	}
+}
