@@ -85,7 +85,8 @@ func BenchmarkBooleanValue(b *testing.B) {
 			}
 		})
 		b.Run(flag+"/client-in-process-exposures", func(b *testing.B) {
-			s := newFlagServer(b, benchFlags)
+			// Exposures are recorded for flags that run an experiment.
+			s := newFlagServer(b, strings.Replace(benchFlags, `{"flags": {`, `{"metadata": {"experiment": "bench"}, "flags": {`, 1))
 			client := clientFor(b, NewProvider(fastOptions(s)...))
 			for b.Loop() {
 				if v, _ := client.BooleanValue(bg, flag, false, evalCtx); !v {

@@ -36,6 +36,7 @@ const sdkFlags = `{
     "checkout": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
       "metadata": {"owner": "payments", "weight": 3}},
     "banner": {"state": "ENABLED", "variants": {"a": "A", "b": "B"}, "defaultVariant": "b",
+      "metadata": {"experiment": "banner-test"},
       "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "a", null]}},
     "code-default": {"state": "ENABLED", "variants": {"on": true, "off": false},
       "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", null]}},

@@ -262,6 +262,12 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 	if err != nil {
 		return err
 	}
+	// The recorder passes tracking events through to the event log and adds
+	// the exposures of OFREP evaluations of experiment flags, off the hot path.
+	exposures, err := api.NewExposureRecorder(store.EventLog(eventLimit), api.ExposureConfig{Registerer: reg, Logger: log})
+	if err != nil {
+		return fmt.Errorf("configuring exposures: %w", err)
+	}
 	server, err := api.New(api.Config{
 		Store:       store,
 		Keys:        store,
@@ -271,7 +277,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 		CORSOrigins: o.corsOrigins,
 		RateLimit:   o.rateLimit,
 		Analyses:    store,
-		Events:      store.EventLog(eventLimit),
+		Events:      exposures,
 		Experiments: store,
 		Extra:       dep.routes,
 		Rollouts:    ro.svc,
@@ -292,6 +298,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 	var wg sync.WaitGroup
 	runErr := make(chan error, 1)
 	wg.Go(func() { runErr <- server.Run(runCtx) })
+	wg.Go(func() { exposures.Run(runCtx) }) // flushes what is queued when runCtx ends
 	if err := a.startAnalysisRunner(runCtx, &wg, &o.analysis, store, server, reg, log); err != nil {
 		stopRun()
 		wg.Wait()
