@@ -2,20 +2,22 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
-	"os"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/flagpole/flagpole/canary/prometheus/promtest"
+	"github.com/flagpole/flagpole/flags"
 	"github.com/flagpole/flagpole/redis/redistest"
 )
 
@@ -30,7 +32,7 @@ import (
 // short for the test.
 const rolloutTemplate = `name: checkout-errors
 description: The new variant's checkout error rate against the old variant's.
-alpha: 0.01
+alpha: 0.001
 metrics:
   - name: error-rate
     kind: ratio
@@ -38,8 +40,10 @@ metrics:
     denominator: sum(increase(checkout_requests_total{ {{ .scope }} }[{{ .window }}]))
     margin: {relative: 0.5}
     critical: true
+sampleRatio: {tolerance: 0.1}
 schedule:
   interval: 2s
+  warmup: 1s
   deadline: 20s
   undecided: inconclusive
 `
@@ -101,7 +105,7 @@ type appProc struct {
 func startRolloutApp(t *testing.T, addr, url, sdkKey, env, flag string, rps, newErrorRate float64) *appProc {
 	t.Helper()
 	cmd := exec.Command(buildRolloutApp(t), "-addr", addr, "-env", env, "-flag", flag,
-		"-simulate", fmt.Sprint(rps), "-users", "5000", "-old-error-rate", "0.1", "-new-error-rate", fmt.Sprint(newErrorRate))
+		"-simulate", fmt.Sprint(rps), "-users", "100000", "-old-error-rate", "0.1", "-new-error-rate", fmt.Sprint(newErrorRate))
 	cmd.Env = append(cleanEnv(), "FLAGPOLE_URL="+url, "FLAGPOLE_SDK_KEY="+sdkKey)
 	p := &appProc{addr: addr, cmd: cmd, logs: &syncBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
@@ -194,5 +198,261 @@ func readLines(s string) []string {
 	return out
 }
 
-var _ = context.Background
-var _ = os.Getenv
+// rolloutFlags are the test's flags: each starts off for everyone, with a
+// safe variant for the kill switch.
+const rolloutFlags = `{"flags":{
+  "good": {"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","metadata":{"safeVariant":"off"}},
+  "bad":  {"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","metadata":{"safeVariant":"off"}}
+}}`
+
+// rolloutServeArgs are serve's options that make rollouts quick to test.
+var rolloutServeArgs = []string{"--analysis-poll", "200ms"}
+
+// auditEntries reads a flag's audit log in env, oldest first.
+func auditEntries(t *testing.T, p *proc, env, flag string) []flags.AuditEntry {
+	t.Helper()
+	var page flags.AuditPage
+	apiJSON(t, p, http.MethodGet, "/api/v1/environments/"+env+"/audit?limit=500&flag="+flag, "", 200, &page)
+	slices.Reverse(page.Entries)
+	return page.Entries
+}
+
+// servedPercent is the share of users a flag definition serves variant:
+// the weight of its fractional split, else 100 or 0 by the default variant.
+func servedPercent(t *testing.T, def json.RawMessage, variant string) float64 {
+	t.Helper()
+	var f struct {
+		DefaultVariant string `json:"defaultVariant"`
+		Targeting      struct {
+			Fractional []json.RawMessage `json:"fractional"`
+		} `json:"targeting"`
+	}
+	if err := json.Unmarshal(def, &f); err != nil {
+		t.Fatalf("flag definition %s: %v", def, err)
+	}
+	if len(f.Targeting.Fractional) > 0 {
+		total, mine := 0.0, 0.0
+		for _, raw := range f.Targeting.Fractional {
+			var entry []any
+			if json.Unmarshal(raw, &entry) != nil || len(entry) != 2 {
+				continue // a bucketing expression
+			}
+			w, _ := entry[1].(float64)
+			total += w
+			if entry[0] == variant {
+				mine += w
+			}
+		}
+		return math.Round(mine/total*10000) / 100
+	}
+	if f.DefaultVariant == variant {
+		return 100
+	}
+	return 0
+}
+
+// rolloutWrites are the percentages the rollout's own writes (audit actor
+// "rollout:<id>") set, in order, with the time of each.
+func rolloutWrites(t *testing.T, entries []flags.AuditEntry, id, flag, variant string) ([]float64, []time.Time) {
+	t.Helper()
+	var ps []float64
+	var ts []time.Time
+	for _, e := range entries {
+		if e.Actor != "rollout:"+id {
+			continue
+		}
+		for _, c := range e.Changes {
+			if c.Key == flag {
+				ps = append(ps, servedPercent(t, c.After, variant))
+				ts = append(ts, e.Time)
+			}
+		}
+	}
+	return ps, ts
+}
+
+// bucketWatch evaluates a flag over OFREP for a fixed set of users, again
+// and again, and records every user's variants in order.
+type bucketWatch struct {
+	mu   sync.Mutex
+	seen map[string][]string // user → variants, consecutive repeats dropped
+	stop chan struct{}
+	done chan struct{}
+}
+
+func watchBuckets(t *testing.T, p *proc, key, flag string, users int, every time.Duration) *bucketWatch {
+	b := &bucketWatch{seen: map[string][]string{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		for {
+			for i := range users {
+				user := fmt.Sprintf("user-%d", i)
+				body := `{"context":{"targetingKey":"` + user + `"}}`
+				req, _ := http.NewRequest(http.MethodPost, p.url+"/ofrep/v1/evaluate/flags/"+flag, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+key)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					continue
+				}
+				var res struct{ Variant string }
+				_ = json.NewDecoder(resp.Body).Decode(&res)
+				resp.Body.Close()
+				b.mu.Lock()
+				if v := b.seen[user]; res.Variant != "" && (len(v) == 0 || v[len(v)-1] != res.Variant) {
+					b.seen[user] = append(v, res.Variant)
+				}
+				b.mu.Unlock()
+			}
+			select {
+			case <-b.stop:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	t.Cleanup(b.close)
+	return b
+}
+
+func (b *bucketWatch) close() {
+	select {
+	case <-b.stop:
+	default:
+		close(b.stop)
+	}
+	<-b.done
+}
+
+// TestRolloutEndToEnd: the real binary with its rollout controller and
+// analysis runner, a real redis-server, a real Prometheus scraping two
+// instances of the example service (one per flag), and a signed webhook
+// receiver. (a) A healthy new variant ramps 10% → 50% → 100% through two
+// analysis gates to succeeded, users only ever moving from off to on; (b)
+// a new variant failing 40% of checkouts is rolled back at its first gate:
+// everyone gets off again within a second of the verdict, the rollout is
+// failed with the analysis evidence, and a signed rollout.failed webhook
+// reports it. Then the kill switch turns the healthy flag off everywhere.
+func TestRolloutEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real processes, redis-server and prometheus")
+	}
+	t.Parallel()
+	rs := redistest.Start(t)
+	goodAddr, badAddr := freeAddr(t), freeAddr(t)
+	prom := promtest.Start(t, promtest.Options{Targets: []promtest.Target{{Addr: goodAddr}, {Addr: badAddr}}})
+	rcv := &hookReceiver{t: t, ids: map[string]int{}}
+	recv := httptest.NewServer(rcv)
+	t.Cleanup(recv.Close)
+	srv := startServe(t, []string{envAdminKey + "=" + testAdminKey, envPrometheusURL + "=" + prom.URL(),
+		"HOOK_SECRET=" + hookSecret, "FLAGPOLE_WEBHOOKS_FILE=" + writeWebhooks(t, recv.URL+"/hook")},
+		append([]string{"--redis", rs.URL()}, rolloutServeArgs...)...)
+	srv.waitReady()
+	key := sdkKeyFor(t, srv, "prod", rolloutFlags)
+	srv.cli(testAdminKey, "templates", "apply", writeTemp(t, t.TempDir(), "t.yaml", rolloutTemplate)).expect(t, 0, []string{"created"}, nil)
+	startRolloutApp(t, goodAddr, srv.url, key, "prod", "good", 4000, 0.1)
+	startRolloutApp(t, badAddr, srv.url, key, "prod", "bad", 4000, 0.4)
+	waitScrapes(t, prom, 2)
+	start := func(flag string) cliResult {
+		return srv.cli(testAdminKey, "rollout", "start", "--env", "prod", "--flag", flag, "--variant", "on", "--from", "off",
+			"--steps", "10,50,100", "--step-duration", "1s", "--template", "checkout-errors", "--reason", "e2e "+flag,
+			"--watch", "--every", "200ms", "--timeout", "50s", "--progress", "plain")
+	}
+	rolloutID := func(t *testing.T, out string) string {
+		t.Helper()
+		f := strings.Fields(out)
+		if len(f) < 2 || f[0] != "rollout" {
+			t.Fatalf("no rollout ID in %q", out)
+		}
+		return f[1]
+	}
+
+	t.Run("group", func(t *testing.T) {
+		t.Run("healthy variant ramps to 100%", func(t *testing.T) {
+			t.Parallel()
+			buckets := watchBuckets(t, srv, key, "good", 100, 250*time.Millisecond)
+			r := start("good")
+			buckets.close()
+			t.Logf("rollout start --watch:\n%s", r.stdout)
+			r.expect(t, 0, []string{"step 2 of 3", "SUCCEEDED: good serves on to 100%"}, nil)
+			id := rolloutID(t, r.stdout)
+			var ro rolloutJSON
+			apiJSON(t, srv, http.MethodGet, "/api/v1/environments/prod/rollouts/"+id, "", 200, &ro)
+			if ro.State != rolloutSucceeded || ro.Percent != 100 {
+				t.Errorf("rollout %s is %s at %v%%, want succeeded at 100%%", id, ro.State, ro.Percent)
+			}
+			ps, _ := rolloutWrites(t, auditEntries(t, srv, "prod", "good"), id, "good", "on")
+			if !slices.Equal(ps, []float64{10, 50, 100}) {
+				t.Errorf("the rollout's flag writes served %v%%, want 10, 50, 100, each once", ps)
+			}
+			if got := ofrepVariants(t, srv, key, "prod", "good", 200); got["on"] != 200 {
+				t.Errorf("after success the flag serves %v, want on for all 200 users", got)
+			}
+			// Users only ever moved from off to on.
+			buckets.mu.Lock()
+			defer buckets.mu.Unlock()
+			movedEarly := 0
+			for user, vs := range buckets.seen {
+				switch {
+				case slices.Equal(vs, []string{"off", "on"}):
+					movedEarly++
+				case slices.Equal(vs, []string{"on"}), slices.Equal(vs, []string{"off"}):
+				default:
+					t.Errorf("%s was served %v; users may only move from off to on", user, vs)
+				}
+			}
+			if movedEarly < 50 {
+				t.Errorf("only %d of 100 users were seen moving from off to on", movedEarly)
+			}
+		})
+		t.Run("failing variant is rolled back at the first gate", func(t *testing.T) {
+			t.Parallel()
+			r := start("bad")
+			t.Logf("rollout start --watch:\n%s", r.stdout)
+			r.expect(t, 1, []string{"FAILED at 10% (step 1 of 3): bad serves off to everyone", "evidence: analysis "}, nil)
+			id := rolloutID(t, r.stdout)
+			var ro rolloutJSON
+			apiJSON(t, srv, http.MethodGet, "/api/v1/environments/prod/rollouts/"+id, "", 200, &ro)
+			var ev struct {
+				AnalysisID string `json:"analysisId"`
+				Phase      string `json:"phase"`
+			}
+			_ = json.Unmarshal(ro.Evidence, &ev)
+			if ro.State != rolloutFailed || ro.Percent != 0 || ro.Verdict != "fail" || ev.AnalysisID == "" || ev.Phase != "Failed" {
+				t.Fatalf("rollout %s: %s at %v%%, verdict %q, evidence %s; want failed at 0%% with the failed analysis", id, ro.State, ro.Percent, ro.Verdict, ro.Evidence)
+			}
+			var run analysisReply
+			apiJSON(t, srv, http.MethodGet, "/api/v1/analyses/"+ev.AnalysisID, "", 200, &run)
+			ps, ts := rolloutWrites(t, auditEntries(t, srv, "prod", "bad"), id, "bad", "on")
+			if !slices.Equal(ps, []float64{10, 0}) {
+				t.Fatalf("the rollout's flag writes served %v%%, want 10 then 0 (the rollback)", ps)
+			}
+			lag := ts[1].Sub(run.EndedAt)
+			t.Logf("verdict at %s, rollback written %v later", run.EndedAt.Format(time.RFC3339Nano), lag)
+			if lag < 0 || lag > time.Second {
+				t.Errorf("rollback written %v after the verdict; want within a second", lag)
+			}
+			if got := ofrepVariants(t, srv, key, "prod", "bad", 200); got["off"] != 200 {
+				t.Errorf("after the rollback the flag serves %v, want off for all 200 users", got)
+			}
+			waitUntil(t, 20*time.Second, "a signed rollout.failed webhook", func() bool { return len(rcv.events()["rollout.failed"]) > 0 })
+			hook := rcv.events()["rollout.failed"][0]
+			var data struct {
+				Rollout, Flag, AnalysisID string
+				Evidence                  json.RawMessage
+			}
+			_ = json.Unmarshal(hook.Data, &data)
+			if data.Rollout != id || data.Flag != "bad" || data.AnalysisID != ev.AnalysisID || len(data.Evidence) == 0 {
+				t.Errorf("rollout.failed webhook data %s; want the rollout, flag and analysis evidence", hook.Data)
+			}
+		})
+	})
+	if t.Failed() {
+		return
+	}
+	// The kill switch: the healthy flag, now on, back to its safe variant.
+	srv.cli(testAdminKey, "kill", "good", "--reason", "e2e kill").expect(t, 0, []string{"prod off", "flag good killed in 1 environments"}, nil)
+	if got := ofrepVariants(t, srv, key, "prod", "good", 50); got["off"] != 50 {
+		t.Errorf("after the kill switch the flag serves %v, want off for everyone", got)
+	}
+}
