@@ -153,8 +153,12 @@ func (r *rolloutJSON) current() *rolloutStep {
 	return &r.Steps[r.Step]
 }
 
-// stepLabel is "step 2 of 5".
+// stepLabel is "step 2 of 5", or "done" once succeeded (a promotion
+// skips the remaining steps without moving the step index).
 func (r *rolloutJSON) stepLabel() string {
+	if r.State == rolloutSucceeded {
+		return "done"
+	}
 	if len(r.Steps) == 0 {
 		return "-"
 	}

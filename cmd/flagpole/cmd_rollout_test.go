@@ -447,7 +447,7 @@ onFail: pause
 			fake:   seeded,
 			args:   []string{"rollout", "promote", "ro_2"},
 			reqs:   []string{`POST /api/v1/environments/prod/rollouts/ro_2/promote {}`},
-			stdout: []string{"rollout ro_2 promoted: checkout is succeeded at 100% (step 3 of 3)"},
+			stdout: []string{"rollout ro_2 promoted: checkout is succeeded at 100% (done)"},
 		},
 		{
 			name:   "abort by flag",

@@ -456,3 +456,62 @@ func TestRolloutEndToEnd(t *testing.T) {
 		t.Errorf("after the kill switch the flag serves %v, want off for everyone", got)
 	}
 }
+
+// TestRolloutCLIAgainstServer drives every rollout command through the
+// real binary against a real server (embedded store; steps held by time
+// only, so no Prometheus): the CLI and the API agree on the contract.
+func TestRolloutCLIAgainstServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real processes")
+	}
+	t.Parallel()
+	srv := startServe(t, []string{envAdminKey + "=" + testAdminKey}, "--data-dir", t.TempDir())
+	srv.waitReady()
+	key := sdkKeyFor(t, srv, "prod", `{"flags":{
+	  "cli":  {"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"},
+	  "bare": {"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a"}}}`)
+	cli := func(args ...string) cliResult { return srv.cli(testAdminKey, append(args, "--env", "prod")...) }
+	start := func(extra ...string) string {
+		t.Helper()
+		r := cli(append([]string{"rollout", "start", "--flag", "cli", "--variant", "on", "--from", "off", "--steps", "10,50,100", "--step-duration", "1h", "-o", "json"}, extra...)...)
+		r.expect(t, 0, nil, nil)
+		var ro rolloutJSON
+		mustJSON(t, r.stdout, &ro)
+		return ro.ID
+	}
+
+	id := start("--reason", "cli e2e")
+	cli("rollout", "start", "--flag", "cli", "--variant", "on", "--from", "off", "--steps", "50,100", "--step-duration", "1h").
+		expect(t, 1, nil, []string{"HTTP 409"})
+	cli("rollout", "status", id).expect(t, 0, []string{"state: running", "progress: [##..................] 10% (step 1 of 3)",
+		"> 1 10% 1h -", "  3 100% - -", "started", "cli e2e"}, nil)
+	cli("rollout", "list", "--state", "running").expect(t, 0, []string{id + " cli off→on running 1/3 10%"}, nil)
+	if got := ofrepVariants(t, srv, key, "prod", "cli", 400); got["on"] < 20 || got["on"] > 60 {
+		t.Errorf("at 10%% the flag serves %v to 400 users", got)
+	}
+	cli("rollout", "pause", "--flag", "cli", "--reason", "look").expect(t, 0, []string{"rollout " + id + " paused: cli is paused at 10% (step 1 of 3)"}, nil)
+	cli("rollout", "watch", id, "--progress", "plain").expect(t, 2, []string{"is PAUSED at 10%"}, nil)
+	cli("rollout", "resume", id).expect(t, 0, []string{"resumed: cli is running at 10%"}, nil)
+	cli("rollout", "resume", id).expect(t, 1, nil, []string{"running", "HTTP 409"})
+	cli("rollout", "promote", id).expect(t, 0, []string{"promoted: cli is succeeded at 100% (done)"}, nil)
+	cli("rollout", "watch", id, "--progress", "plain").expect(t, 0, []string{"SUCCEEDED: cli serves on to 100%"}, nil)
+	if got := ofrepVariants(t, srv, key, "prod", "cli", 50); got["on"] != 50 {
+		t.Errorf("after promote the flag serves %v", got)
+	}
+
+	// A second rollout, back from on to off, aborted by flag.
+	r := cli("rollout", "start", "--flag", "cli", "--variant", "off", "--from", "on", "--steps", "50,100", "--step-duration", "1h")
+	r.expect(t, 0, []string{"started in prod: cli on → off, [50%] → 100%"}, nil)
+	cli("rollout", "abort", "--flag", "cli").expect(t, 0, []string{"aborted: cli is aborted at 0%"}, nil)
+	cli("rollout", "watch", "--flag", "cli", "--progress", "plain").expect(t, 1, []string{"ABORTED at 50% (step 1 of 2): cli serves on to everyone"}, nil)
+	cli("rollout", "retry", "--flag", "cli").expect(t, 1, nil, []string{"flag cli has no failed or paused rollout in prod"})
+
+	// Scheduled, then killed: the kill switch aborts it and turns the flag
+	// to the rollout's old variant.
+	sid := start("--start-at", "+1h")
+	cli("rollout", "status", sid).expect(t, 0, []string{"state: scheduled", "starts: "}, nil)
+	srv.cli(testAdminKey, "kill", "cli").expect(t, 0, []string{"prod off", sid, "flag cli killed in 1 environments"}, nil)
+	cli("rollout", "status", sid).expect(t, 0, []string{"state: aborted"}, nil)
+	srv.cli(testAdminKey, "kill", "bare").expect(t, 1, nil, []string{"variant"})
+	srv.cli(testAdminKey, "kill", "bare", "--variant", "b").expect(t, 0, []string{"prod b"}, nil)
+}
