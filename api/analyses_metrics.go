@@ -1,12 +1,12 @@
 package api
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flagpole/flagpole/canary"
+	"github.com/flagpole/flagpole/internal/promreg"
 )
 
 // AnalysisMetrics exposes canary analysis on /metrics. It implements
@@ -69,45 +69,31 @@ func NewAnalysisMetrics(reg prometheus.Registerer) (*AnalysisMetrics, error) {
 		}),
 	}
 	var err error
-	if m.runs, err = reuse(reg, m.runs); err != nil {
+	if m.runs, err = promreg.Register(reg, m.runs); err != nil {
 		return nil, err
 	}
-	if m.steps, err = reuse(reg, m.steps); err != nil {
+	if m.steps, err = promreg.Register(reg, m.steps); err != nil {
 		return nil, err
 	}
-	if m.verdicts, err = reuse(reg, m.verdicts); err != nil {
+	if m.verdicts, err = promreg.Register(reg, m.verdicts); err != nil {
 		return nil, err
 	}
-	if m.score, err = reuse(reg, m.score); err != nil {
+	if m.score, err = promreg.Register(reg, m.score); err != nil {
 		return nil, err
 	}
-	if m.evidence, err = reuse(reg, m.evidence); err != nil {
+	if m.evidence, err = promreg.Register(reg, m.evidence); err != nil {
 		return nil, err
 	}
-	if m.errs, err = reuse(reg, m.errs); err != nil {
+	if m.errs, err = promreg.Register(reg, m.errs); err != nil {
 		return nil, err
 	}
-	if m.judge, err = reuse(reg, m.judge); err != nil {
+	if m.judge, err = promreg.Register(reg, m.judge); err != nil {
 		return nil, err
 	}
-	if m.lag, err = reuse(reg, m.lag); err != nil {
+	if m.lag, err = promreg.Register(reg, m.lag); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// reuse registers c, or returns the equal collector registered before.
-func reuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // PhaseChanged implements canary.RunnerMetrics.

@@ -1,12 +1,12 @@
 package deploy
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flagpole/flagpole/canary"
+	"github.com/flagpole/flagpole/internal/promreg"
 )
 
 // senderMetrics are the webhook sender's collectors; a nil one records
@@ -55,37 +55,22 @@ func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
 		}, []string{"operation"}),
 	}
 	var err error
-	if m.deliveries, err = register(reg, m.deliveries); err != nil {
+	if m.deliveries, err = promreg.Register(reg, m.deliveries); err != nil {
 		return nil, err
 	}
-	if m.latency, err = register(reg, m.latency); err != nil {
+	if m.latency, err = promreg.Register(reg, m.latency); err != nil {
 		return nil, err
 	}
-	if m.depth, err = register(reg, m.depth); err != nil {
+	if m.depth, err = promreg.Register(reg, m.depth); err != nil {
 		return nil, err
 	}
-	if m.enqueued, err = register(reg, m.enqueued); err != nil {
+	if m.enqueued, err = promreg.Register(reg, m.enqueued); err != nil {
 		return nil, err
 	}
-	if m.errs, err = register(reg, m.errs); err != nil {
+	if m.errs, err = promreg.Register(reg, m.errs); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register adds c to reg, or reuses the collector already registered under
-// the same description (a second sender on the same registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 func (m *senderMetrics) attempt(sub, result string, d time.Duration) {

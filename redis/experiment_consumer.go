@@ -19,6 +19,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/flagpole/flagpole/experiments"
+	"github.com/flagpole/flagpole/internal/promreg"
 )
 
 // foldScript folds one batch of an environment's stream entries into its
@@ -635,28 +636,28 @@ func newConsumerMetrics(reg prometheus.Registerer) (*consumerMetrics, error) {
 		}, []string{"env", "experiment"}),
 	}
 	var err error
-	if m.events, err = register(reg, m.events); err != nil {
+	if m.events, err = promreg.Register(reg, m.events); err != nil {
 		return nil, err
 	}
-	if m.retries, err = register(reg, m.retries); err != nil {
+	if m.retries, err = promreg.Register(reg, m.retries); err != nil {
 		return nil, err
 	}
-	if m.claims, err = register(reg, m.claims); err != nil {
+	if m.claims, err = promreg.Register(reg, m.claims); err != nil {
 		return nil, err
 	}
-	if m.lostBatches, err = register(reg, m.lostBatches); err != nil {
+	if m.lostBatches, err = promreg.Register(reg, m.lostBatches); err != nil {
 		return nil, err
 	}
-	if m.pending, err = register(reg, m.pending); err != nil {
+	if m.pending, err = promreg.Register(reg, m.pending); err != nil {
 		return nil, err
 	}
-	if m.lag, err = register(reg, m.lag); err != nil {
+	if m.lag, err = promreg.Register(reg, m.lag); err != nil {
 		return nil, err
 	}
-	if m.experiments, err = register(reg, m.experiments); err != nil {
+	if m.experiments, err = promreg.Register(reg, m.experiments); err != nil {
 		return nil, err
 	}
-	if m.crossovers, err = register(reg, m.crossovers); err != nil {
+	if m.crossovers, err = promreg.Register(reg, m.crossovers); err != nil {
 		return nil, err
 	}
 	return m, nil

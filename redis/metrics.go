@@ -8,6 +8,7 @@ import (
 
 	"github.com/flagpole/flagpole/auth"
 	"github.com/flagpole/flagpole/flags"
+	"github.com/flagpole/flagpole/internal/promreg"
 )
 
 // metrics are the store's Prometheus collectors; a nil *metrics records nothing.
@@ -38,34 +39,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	var err error
-	m.latency, err = register(reg, m.latency)
+	m.latency, err = promreg.Register(reg, m.latency)
 	if err != nil {
 		return nil, err
 	}
-	m.errs, err = register(reg, m.errs)
+	m.errs, err = promreg.Register(reg, m.errs)
 	if err != nil {
 		return nil, err
 	}
-	m.up, err = register(reg, m.up)
+	m.up, err = promreg.Register(reg, m.up)
 	if err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register adds c to reg, or reuses the collector already registered under
-// the same description (a second store on the same registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // start begins timing op; the returned func records its latency and, for

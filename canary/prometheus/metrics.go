@@ -1,10 +1,11 @@
 package prometheus
 
 import (
-	"errors"
 	"fmt"
 
 	prom "github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flagpole/flagpole/internal/promreg"
 )
 
 // metrics are the Source's own instruments.
@@ -36,28 +37,14 @@ func newMetrics(reg prom.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.latency, err = register(reg, m.latency); err != nil {
-		return nil, err
+	if m.latency, err = promreg.Register(reg, m.latency); err != nil {
+		return nil, fmt.Errorf("prometheus: Config.Registerer: %w", err)
 	}
-	if m.errors, err = register(reg, m.errors); err != nil {
-		return nil, err
+	if m.errors, err = promreg.Register(reg, m.errors); err != nil {
+		return nil, fmt.Errorf("prometheus: Config.Registerer: %w", err)
 	}
-	if m.retries, err = register(reg, m.retries); err != nil {
-		return nil, err
+	if m.retries, err = promreg.Register(reg, m.retries); err != nil {
+		return nil, fmt.Errorf("prometheus: Config.Registerer: %w", err)
 	}
 	return m, nil
-}
-
-func register[C prom.Collector](reg prom.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prom.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("prometheus: Config.Registerer: %w", err)
 }
