@@ -278,8 +278,13 @@ func ValidateSteps(steps []RolloutStep, onFail OnFail) error {
 				p.add(at+".minDuration", "%q: must be a positive Go duration such as \"5m\"", s.MinDuration)
 			}
 		}
-		if s.Analysis != nil && s.Analysis.Template == "" {
+		switch {
+		case s.Analysis != nil && s.Analysis.Template == "":
 			p.add(at+".analysis.template", "required")
+		case s.Analysis != nil && s.Percent >= 100:
+			// Everyone is on the new variant: no baseline is left to compare
+			// with, so such an analysis could only end inconclusive.
+			p.add(at+".analysis", "a 100%% step has no baseline users to compare with; gate the step before it")
 		}
 		if !s.gated() && s.Percent < 100 {
 			p.add(at, "needs a minDuration and/or an analysis (only a final 100%% step may have neither)")

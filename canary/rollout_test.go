@@ -207,6 +207,7 @@ func TestValidateSteps(t *testing.T) {
 		{"ungated step", []canary.RolloutStep{{Percent: 5}, {Percent: 100}}, "", "steps[0]"},
 		{"analysis without template", []canary.RolloutStep{{Percent: 5, Analysis: &canary.StepAnalysis{}}}, "", "steps[0].analysis.template"},
 		{"bad onFail", []canary.RolloutStep{{Percent: 100}}, "explode", "onFail"},
+		{"analysis at 100%", []canary.RolloutStep{{Percent: 50, MinDuration: "1m"}, {Percent: 100, Analysis: &canary.StepAnalysis{Template: "t"}}}, "", "steps[1].analysis"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
