@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -132,14 +131,6 @@ func startRolloutApp(t *testing.T, addr, url, sdkKey, env, flag string, rps, new
 	return p
 }
 
-// rolloutStack is a flagpole server with the analysis runner on a real
-// Redis and Prometheus.
-type rolloutStack struct {
-	rs   *redistest.Server
-	prom *promtest.Server
-	srv  *proc
-}
-
 // apiJSON sends a request to the server and decodes the answer into out;
 // any status other than want fails the test.
 func apiJSON(t *testing.T, p *proc, method, path, body string, want int, out any) {
@@ -184,16 +175,6 @@ func ofrepVariants(t *testing.T, p *proc, key, env, flag string, n int) map[stri
 			t.Fatalf("OFREP %s for user-%d: %d %v", flag, i, resp.StatusCode, err)
 		}
 		out[res.Variant]++
-	}
-	return out
-}
-
-// readLines returns the lines of s.
-func readLines(s string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	for sc.Scan() {
-		out = append(out, sc.Text())
 	}
 	return out
 }
