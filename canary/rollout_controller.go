@@ -152,6 +152,7 @@ func (c *RolloutController) Tick(ctx context.Context) (int, error) {
 		})
 	}
 	wg.Wait()
+	c.svc.reportActive()
 	return len(ids), nil
 }
 
@@ -167,7 +168,8 @@ func (c *RolloutController) drive(ctx context.Context, id string) error {
 		switch {
 		case errors.Is(err, ErrLeaseHeld), errors.Is(err, ErrNotFound):
 			c.forget(id)
-			return nil // another replica drives it, or it is gone
+			c.svc.seeRollout(id, "")
+			return nil // another replica drives (and counts) it, or it is gone
 		case err != nil:
 			return err
 		}
@@ -184,6 +186,11 @@ func (c *RolloutController) drive(ctx context.Context, id string) error {
 		return err
 	}
 	out, err := c.step(ctx, sr, lease.Token)
+	if err != nil {
+		c.svc.seeRollout(id, sr.State)
+	} else {
+		c.svc.seeRollout(id, out.State)
+	}
 	if errors.Is(err, ErrConflict) || errors.Is(err, ErrLeaseLost) {
 		return nil // someone acted meanwhile; the next poll looks afresh
 	}

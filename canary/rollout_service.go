@@ -9,6 +9,7 @@ import (
 	"maps"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/flagpole/flagpole/flags"
@@ -67,6 +68,9 @@ type RolloutServiceConfig struct {
 	Now func() time.Time
 	// Logger receives problems; nil discards them.
 	Logger *slog.Logger
+	// Metrics, when set, receives the steps applied, the rollouts ended
+	// and rolled back (and the controller's counts of active rollouts).
+	Metrics RolloutMetrics
 }
 
 // RolloutService creates rollouts, applies people's actions and the kill
@@ -82,6 +86,10 @@ type RolloutService struct {
 	notifier Notifier
 	now      func() time.Time
 	log      *slog.Logger
+	met      RolloutMetrics
+
+	seenMu sync.Mutex
+	seen   map[string]RolloutState // active rollouts' last seen states, for metrics
 }
 
 // NewRolloutService checks cfg. Errors name the missing field.
@@ -97,7 +105,8 @@ func NewRolloutService(cfg RolloutServiceConfig) (*RolloutService, error) {
 		return nil, errors.New("canary: RolloutServiceConfig.FlagReader is required")
 	}
 	s := &RolloutService{store: cfg.Rollouts, analyses: cfg.Analyses, flags: cfg.Flags, reader: cfg.FlagReader,
-		notifier: cfg.Notifier, now: cfg.Now, log: cfg.Logger}
+		notifier: cfg.Notifier, now: cfg.Now, log: cfg.Logger, met: cfg.Metrics,
+		seen: map[string]RolloutState{}}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -221,7 +230,8 @@ func (s *RolloutService) Create(ctx context.Context, req RolloutRequest, actor, 
 
 // settle performs a fresh change's effects now, leaving them to the
 // controller when that fails; it returns the latest state it knows.
-func (s *RolloutService) settle(ctx context.Context, sr StoredRollout) StoredRollout {
+func (s *RolloutService) settle(ctx context.Context, sr StoredRollout) (out StoredRollout) {
+	defer func() { s.seeRollout(out.ID, out.State) }()
 	if !sr.Pending {
 		return sr
 	}
@@ -383,10 +393,14 @@ func (s *RolloutService) sync(ctx context.Context, sr StoredRollout, token int64
 		return sr, nil
 	}
 	now := s.now().UTC()
+	fresh := append([]RolloutEvent(nil), r.History[min(r.Notified, len(r.History)):]...)
+	wrote, wroteAt := false, time.Time{}
 	if fw := r.DesiredFlag(); fw.Write {
 		err := s.writeFlag(ctx, sr, fw)
 		var fp *flagProblem
 		switch {
+		case err == nil:
+			wrote, wroteAt = true, s.now()
 		case errors.Is(err, errSuperseded):
 			return sr, fmt.Errorf("rollout %s: %w", r.ID, ErrConflict)
 		case errors.As(err, &fp):
@@ -407,7 +421,11 @@ func (s *RolloutService) sync(ctx context.Context, sr StoredRollout, token int64
 	}
 	r.Pending = false
 	r.Notified = len(r.History)
-	return s.store.UpdateRollout(ctx, RolloutUpdate{Rollout: &r, IfVersion: sr.Version, Token: token})
+	out, err := s.store.UpdateRollout(ctx, RolloutUpdate{Rollout: &r, IfVersion: sr.Version, Token: token})
+	if err == nil {
+		s.recordSynced(ctx, &out.Rollout, fresh, wrote, wroteAt)
+	}
+	return out, err
 }
 
 // controllerActor is the history actor of the controller's decisions.

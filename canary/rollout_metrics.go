@@ -1,0 +1,118 @@
+package canary
+
+import (
+	"context"
+	"time"
+)
+
+// RolloutMetrics receives what rollouts do, for Prometheus or anything
+// else. The RolloutService and the RolloutController call it inline, from
+// many goroutines: implementations must be safe for concurrent use and
+// quick. Every call but ActiveRollouts follows a stored change whose
+// effects are done, so each step, ending and rollback is reported once
+// however many replicas tried to perform it.
+type RolloutMetrics interface {
+	// StepApplied is called once a step's split (a rollout's start, its
+	// next step, or a step restarted by retry) is written to the flag of
+	// env and the rollout records it.
+	StepApplied(env string)
+	// RolloutEnded is called once a rollout that ended (state is
+	// RolloutSucceeded, RolloutFailed or RolloutAborted; the kill switch
+	// aborts) has its final flag write recorded.
+	RolloutEnded(state RolloutState)
+	// RolledBack is called once a rollout failed by its analysis has
+	// written the old variant back: delay runs from the verdict (the
+	// analysis run's end) to the end of the flag write.
+	RolledBack(delay time.Duration)
+	// ActiveRollouts is called by the controller after every poll with
+	// how many active rollouts this process last saw in each active state
+	// (RolloutScheduled, RolloutRunning and RolloutPaused are all keys),
+	// from what its controller reads and its API changes: no store scan.
+	// Each replica counts the rollouts it drove or changed last, so the
+	// sum over replicas is exact on one replica and approximate on
+	// several (a rollout changed by another replica's API stays counted
+	// here in its old state until it is next due); a rollout untouched
+	// since this process started (say, paused before a restart) is not
+	// counted until it is due again.
+	ActiveRollouts(counts map[RolloutState]int)
+}
+
+// activeStates are the keys of RolloutMetrics.ActiveRollouts.
+var activeStates = [...]RolloutState{RolloutScheduled, RolloutRunning, RolloutPaused}
+
+// recordSynced reports to s.met what a sync just recorded: fresh are the
+// history events whose effects it performed, wrote whether it wrote the
+// flag and at when the write ended. A step counts only when its split was
+// written; an ending counts even without a write (an aborted scheduled
+// rollout never touched the flag).
+func (s *RolloutService) recordSynced(ctx context.Context, r *Rollout, fresh []RolloutEvent, wrote bool, at time.Time) {
+	if s.met == nil {
+		return
+	}
+	ended := false
+	for _, ev := range fresh {
+		switch ev.Event {
+		case EventStarted, EventStep, EventRetried:
+			if wrote {
+				s.met.StepApplied(r.Env)
+			}
+		case EventSucceeded, EventFailed, EventAborted, EventKilled:
+			ended = true
+		}
+	}
+	if !ended || !r.State.Terminal() {
+		return
+	}
+	s.met.RolloutEnded(r.State)
+	if r.State != RolloutFailed || r.Evidence == nil || !wrote {
+		return
+	}
+	verdict := time.Time{}
+	if run, err := s.analyses.Run(ctx, r.Evidence.AnalysisID); err == nil {
+		verdict = run.EndedAt
+	}
+	if verdict.IsZero() { // the run is gone: the rollout's failure is the closest record
+		for _, ev := range fresh {
+			if ev.Event == EventFailed {
+				verdict = ev.Time
+			}
+		}
+	}
+	if !verdict.IsZero() {
+		s.met.RolledBack(max(0, at.Sub(verdict)))
+	}
+}
+
+// seeRollout notes the state rollout id was last seen in by this
+// process (the controller's reads, the API's changes); an ended one is
+// forgotten. Without metrics it does nothing.
+func (s *RolloutService) seeRollout(id string, st RolloutState) {
+	if s.met == nil || id == "" {
+		return
+	}
+	s.seenMu.Lock()
+	if st.Active() {
+		s.seen[id] = st
+	} else {
+		delete(s.seen, id)
+	}
+	s.seenMu.Unlock()
+}
+
+// reportActive hands the counts of the active rollouts last seen to the
+// metrics.
+func (s *RolloutService) reportActive() {
+	if s.met == nil {
+		return
+	}
+	counts := make(map[RolloutState]int, len(activeStates))
+	for _, st := range activeStates {
+		counts[st] = 0
+	}
+	s.seenMu.Lock()
+	for _, st := range s.seen {
+		counts[st]++
+	}
+	s.seenMu.Unlock()
+	s.met.ActiveRollouts(counts)
+}
