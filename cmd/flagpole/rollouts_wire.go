@@ -7,6 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flagpole/flagpole/api"
 	"github.com/flagpole/flagpole/canary"
 	"github.com/flagpole/flagpole/flags"
 	"github.com/flagpole/flagpole/redis"
@@ -34,9 +37,17 @@ type rolloutWiring struct {
 	hook bool
 }
 
-// newRollouts builds the rollout service and controller over store.
-// Errors: a configuration the canary package refuses.
+// newRollouts builds the rollout service and controller over store,
+// without metrics. Errors: a configuration the canary package refuses.
 func (a *app) newRollouts(store *redis.Store, fs *flags.Service, dep *deployWiring, log *slog.Logger) (*rolloutWiring, error) {
+	return a.newRolloutsOn(store, fs, dep, nil, log)
+}
+
+// newRolloutsOn is newRollouts with the rollout metrics (api.RolloutMetrics)
+// registered on reg, the server's registry; a nil reg means none. Errors:
+// a configuration the canary package refuses, a metric registration
+// conflict.
+func (a *app) newRolloutsOn(store *redis.Store, fs *flags.Service, dep *deployWiring, reg prometheus.Registerer, log *slog.Logger) (*rolloutWiring, error) {
 	var poll, ttl time.Duration
 	for _, e := range []struct {
 		name string
@@ -53,6 +64,13 @@ func (a *app) newRollouts(store *redis.Store, fs *flags.Service, dep *deployWiri
 	rlog := log.With("component", "rollouts")
 	cfg := canary.RolloutServiceConfig{Rollouts: store, Analyses: store, Flags: fs, FlagReader: store, Logger: rlog}
 	w := &rolloutWiring{log: rlog}
+	if reg != nil {
+		m, err := api.NewRolloutMetrics(reg)
+		if err != nil {
+			return nil, fmt.Errorf("registering the rollout metrics: %w", err)
+		}
+		cfg.Metrics = m
+	}
 	if dep != nil && dep.watch != nil { // webhooks configured
 		cfg.Notifier, w.hook = dep.sender, true
 	}
