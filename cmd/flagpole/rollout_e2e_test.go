@@ -436,6 +436,36 @@ func TestRolloutEndToEnd(t *testing.T) {
 	if got := ofrepVariants(t, srv, key, "prod", "good", 50); got["off"] != 50 {
 		t.Errorf("after the kill switch the flag serves %v, want off for everyone", got)
 	}
+
+	// The binary's /metrics tells the same story: one rollout succeeded, one
+	// failed and was rolled back (within a second), none is active.
+	fams := scrapeMetrics(t, srv.url)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{name: "flagpole_rollout_ended_total", labels: map[string]string{"state": "succeeded"}, want: 1},
+		{name: "flagpole_rollout_ended_total", labels: map[string]string{"state": "failed"}, want: 1},
+		{name: "flagpole_rollout_active", labels: map[string]string{"state": "running"}, want: 0},
+	} {
+		if got, ok := metricValue(fams, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	if steps, _ := metricValue(fams, "flagpole_rollout_steps_applied_total", map[string]string{"env": "prod"}); steps < 4 {
+		t.Errorf("flagpole_rollout_steps_applied_total{env=prod} = %v, want at least 4 (three healthy steps and the failing one's first)", steps)
+	}
+	var rollbacks uint64
+	var slowest float64
+	for _, m := range fams["flagpole_rollout_rollback_seconds"].GetMetric() {
+		h := m.GetHistogram()
+		rollbacks += h.GetSampleCount()
+		slowest = h.GetSampleSum()
+	}
+	if rollbacks != 1 || slowest > 1 {
+		t.Errorf("flagpole_rollout_rollback_seconds: %d rollbacks taking %vs in all, want 1 within a second", rollbacks, slowest)
+	}
 }
 
 // TestRolloutCLIAgainstServer drives every rollout command through the

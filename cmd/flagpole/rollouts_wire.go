@@ -37,17 +37,12 @@ type rolloutWiring struct {
 	hook bool
 }
 
-// newRollouts builds the rollout service and controller over store,
-// without metrics. Errors: a configuration the canary package refuses.
-func (a *app) newRollouts(store *redis.Store, fs *flags.Service, dep *deployWiring, log *slog.Logger) (*rolloutWiring, error) {
-	return a.newRolloutsOn(store, fs, dep, nil, log)
-}
-
-// newRolloutsOn is newRollouts with the rollout metrics (api.RolloutMetrics)
-// registered on reg, the server's registry; a nil reg means none. Errors:
+// newRollouts builds the rollout service and controller over store, with
+// the rollout metrics (api.RolloutMetrics) registered on reg, the server's
+// registry; a nil reg means none. Errors:
 // a configuration the canary package refuses, a metric registration
 // conflict.
-func (a *app) newRolloutsOn(store *redis.Store, fs *flags.Service, dep *deployWiring, reg prometheus.Registerer, log *slog.Logger) (*rolloutWiring, error) {
+func (a *app) newRollouts(store *redis.Store, fs *flags.Service, dep *deployWiring, reg prometheus.Registerer, log *slog.Logger) (*rolloutWiring, error) {
 	var poll, ttl time.Duration
 	for _, e := range []struct {
 		name string

@@ -258,7 +258,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 	if err != nil {
 		return err
 	}
-	ro, err := a.newRollouts(store, svc, dep, log)
+	ro, err := a.newRollouts(store, svc, dep, reg, log)
 	if err != nil {
 		return err
 	}
