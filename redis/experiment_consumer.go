@@ -118,6 +118,10 @@ type ConsumerOptions struct {
 	// MetricsEvery is how often the gauges (lag, experiments by status and
 	// health, crossovers) are refreshed; default 15s.
 	MetricsEvery time.Duration
+	// TidyEvery is how often the consumer tidies up after stopped and
+	// archived experiments (see [ExperimentConsumer.DropEndedStates]);
+	// default 5m.
+	TidyEvery time.Duration
 	// Registerer receives the consumer's metrics; nil records none.
 	Registerer prometheus.Registerer
 	// Logger receives fold failures; nil discards.
@@ -171,6 +175,9 @@ func (s *Store) ExperimentConsumer(o ConsumerOptions) (*ExperimentConsumer, erro
 	if o.MetricsEvery <= 0 {
 		o.MetricsEvery = 15 * time.Second
 	}
+	if o.TidyEvery <= 0 {
+		o.TidyEvery = 5 * time.Minute
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -188,8 +195,14 @@ func (c *ExperimentConsumer) Name() string { return c.o.Name }
 // Run folds events until ctx ends, then returns nil. Store outages are
 // logged and retried.
 func (c *ExperimentConsumer) Run(ctx context.Context) error {
-	lastClaim, lastMetrics := time.Time{}, time.Time{}
+	lastClaim, lastMetrics, lastTidy := time.Time{}, time.Time{}, time.Time{}
 	for ctx.Err() == nil {
+		if time.Since(lastTidy) >= c.o.TidyEvery {
+			lastTidy = time.Now()
+			if _, err := c.DropEndedStates(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("dropping the user states of ended experiments failed", "error", err)
+			}
+		}
 		if time.Since(lastClaim) >= c.o.ClaimIdle/2 {
 			lastClaim = time.Now()
 			if _, err := c.Claim(ctx); err != nil && ctx.Err() == nil {
@@ -339,6 +352,53 @@ func (c *ExperimentConsumer) Claim(ctx context.Context) (int, error) {
 		}
 	}
 	return total, errors.Join(errs...)
+}
+
+// DropEndedStates deletes, in every environment, the per-user fold states
+// of stopped and archived experiments that are still stored (stopping an
+// experiment deletes them; a version before that kept them). Each is one
+// UNLINK, checked against the experiment's status in the same script, so a
+// million users' states are freed off Redis's main thread and never those
+// of a running experiment. The per-arm statistics stay. It returns how many
+// experiments' states it deleted; errors are the store's, joined.
+func (c *ExperimentConsumer) DropEndedStates(ctx context.Context) (int, error) {
+	if c.s.closed.Load() {
+		return 0, eunavailable(errClosed)
+	}
+	envs, err := c.envs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	dropped := 0
+	var errs []error
+	for _, env := range envs {
+		all, err := c.s.Experiments(ctx, env)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for i := range all {
+			if st := all[i].Status; st == experiments.StatusRunning || st == experiments.StatusDraft {
+				continue
+			}
+			keys := []string{c.s.keys.exp(env, all[i].Key), c.s.keys.expUsers(env, all[i].Key)}
+			err := c.s.xwrite(func(fx *effects) error {
+				n, err := dropStatesScript.Run(ctx, c.s.rdb, keys).Int()
+				if err != nil {
+					return xtranslate("drop experiment user states", err)
+				}
+				if n > 0 {
+					fx.script(dropStatesScript, keys, nil)
+					dropped++
+				}
+				return nil
+			})
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return dropped, errors.Join(errs...)
 }
 
 // running returns the folders of env's running experiments.

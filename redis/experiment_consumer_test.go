@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -277,6 +278,179 @@ func TestEmbeddedRestartKeepsFoldedStatistics(t *testing.T) {
 	}
 	for k, v := range w2.Arms {
 		want.Arms[k] = v
+	}
+	obs, err := s.Observations(ctx, "prod", e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.CheckObservations(t, e, obs, want)
+}
+
+// userStateKeys counts env's per-user state hashes and their fields.
+func userStateKeys(t *testing.T, s *Store, env string) (keys, fields int64) {
+	t.Helper()
+	ctx := context.Background()
+	iter := s.rdb.Scan(ctx, 0, s.keys.expTag(env)+"xu:*", 100).Iterator()
+	for iter.Next(ctx) {
+		keys++
+		n, err := s.rdb.HLen(ctx, iter.Val()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields += n
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return keys, fields
+}
+
+// TestStopDropsUserStates: stopping an experiment deletes its per-user
+// states and keeps its statistics; late events, folded by a consumer that
+// still believes the experiment runs, recreate nothing; archiving changes
+// nothing either.
+func TestStopDropsUserStates(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		e := startExperiment(t, s, "prod", "x")
+		events, want := storetest.Traffic(e, 300, 31)
+		if err := s.EventLog(0).Append(ctx, "prod", events); err != nil {
+			t.Fatal(err)
+		}
+		// Refresh: an hour, so the consumer keeps the running experiment cached.
+		c, err := s.ExperimentConsumer(ConsumerOptions{Name: "c", Refresh: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		drain(t, c)
+		if keys, fields := userStateKeys(t, s, "prod"); keys != 1 || fields < 100 {
+			t.Fatalf("before stop: %d state keys with %d users, want 1 key with the exposed users", keys, fields)
+		}
+		running, err := s.Observations(ctx, "prod", e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.CheckObservations(t, e, running, want)
+
+		stopped := *e
+		if err := stopped.Stop(storetest.T0.Add(time.Hour), experiments.StopDecision{Outcome: experiments.OutcomeNone}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.UpdateExperiment(ctx, "prod", &stopped, experiments.Write{At: storetest.T0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		check := func(when string, ex *experiments.Experiment) {
+			t.Helper()
+			if keys, fields := userStateKeys(t, s, "prod"); keys != 0 || fields != 0 {
+				t.Errorf("%s: %d state keys with %d users, want none", when, keys, fields)
+			}
+			obs, err := s.Observations(ctx, "prod", ex)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			if !reflect.DeepEqual(obs, running) {
+				t.Errorf("%s: statistics changed:\n got %+v\nwant %+v", when, obs, running)
+			}
+		}
+		check("after stop", &stopped)
+
+		late, _ := storetest.Traffic(e, 200, 32)
+		if err := s.EventLog(0).Append(ctx, "prod", late); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, c)
+		check("after late events", &stopped)
+		if p, err := s.rdb.XPending(ctx, s.keys.events("prod"), consumerGroup).Result(); err != nil || p.Count != 0 {
+			t.Errorf("pending = %+v, %v; want the late events acknowledged", p, err)
+		}
+
+		archived := stopped
+		if err := archived.Archive(storetest.T0.Add(2 * time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.UpdateExperiment(ctx, "prod", &archived, experiments.Write{At: storetest.T0.Add(2 * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		check("after archive", &archived)
+	})
+}
+
+// TestDropEndedStates: states an earlier version kept for a stopped
+// experiment are deleted; a running experiment's are not.
+func TestDropEndedStates(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		x := startExperiment(t, s, "prod", "x")
+		y := startExperiment(t, s, "prod", "y")
+		events, _ := storetest.Traffic(y, 100, 41)
+		if err := s.EventLog(0).Append(ctx, "prod", events); err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.ExperimentConsumer(ConsumerOptions{Name: "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		drain(t, c)
+		stopped := *x
+		if err := stopped.Stop(storetest.T0.Add(time.Hour), experiments.StopDecision{Outcome: experiments.OutcomeNone}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.UpdateExperiment(ctx, "prod", &stopped, experiments.Write{}); err != nil {
+			t.Fatal(err)
+		}
+		// What a version that kept the states of stopped experiments left.
+		if err := s.rdb.HSet(ctx, s.keys.expUsers("prod", "x"), "u1", "{}", "u2", "{}").Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, yBefore := userStateKeys(t, s, "prod")
+		yBefore -= 2
+		if n, err := c.DropEndedStates(ctx); err != nil || n != 1 {
+			t.Fatalf("DropEndedStates = %d, %v; want 1", n, err)
+		}
+		if n, _ := s.rdb.Exists(ctx, s.keys.expUsers("prod", "x")).Result(); n != 0 {
+			t.Error("the stopped experiment's states are still there")
+		}
+		if yAfter, _ := s.rdb.HLen(ctx, s.keys.expUsers("prod", "y")).Result(); yAfter != yBefore || yAfter == 0 {
+			t.Errorf("running experiment's states: %d users, want %d (untouched)", yAfter, yBefore)
+		}
+		if n, err := c.DropEndedStates(ctx); err != nil || n != 0 {
+			t.Errorf("second DropEndedStates = %d, %v; want 0", n, err)
+		}
+	})
+}
+
+// TestEmbeddedStopDropsStatesAcrossRestart: the deletion is journaled, so a
+// restarted embedded store has no states and the same statistics.
+func TestEmbeddedStopDropsStatesAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenEmbedded(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startExperiment(t, s, "prod", "x")
+	events, want := storetest.Traffic(e, 100, 51)
+	if err := s.EventLog(0).Append(ctx, "prod", events); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.ExperimentConsumer(ConsumerOptions{})
+	drain(t, c)
+	if err := e.Stop(storetest.T0.Add(time.Hour), experiments.StopDecision{Outcome: experiments.OutcomeRollback}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateExperiment(ctx, "prod", e, experiments.Write{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenEmbedded(ctx, dir, Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	if keys, fields := userStateKeys(t, s, "prod"); keys != 0 || fields != 0 {
+		t.Errorf("after restart: %d state keys with %d users, want none", keys, fields)
 	}
 	obs, err := s.Observations(ctx, "prod", e)
 	if err != nil {

@@ -28,7 +28,14 @@ import (
 //
 // "run" is "<status>:<restarts>": the fold script folds into an experiment
 // only while it holds the run the consumer computed with. A write that
-// changes the restarts count deletes xu and xs in the same script.
+// changes the restarts count deletes xu and xs in the same script. A write
+// that leaves the experiment neither draft nor running (stopped, archived:
+// it never runs again) deletes xu, the per-user states, which only folding
+// needs; xs, the per-arm statistics results read, stays. Since the fold
+// script refuses any experiment whose run is not the running one the
+// consumer computed with, a late event cannot recreate xu. Large keys are
+// deleted with UNLINK, so a million users' states are freed off Redis's
+// main thread.
 
 func (k keyspace) expTag(env string) string        { return k.events(env) + ":" }
 func (k keyspace) expSet(env string) string        { return k.expTag(env) + "exps" }
@@ -58,15 +65,20 @@ return {'ok', '1'}
 `)
 
 // updateExpScript replaces an experiment at the expected version; a new
-// restarts count discards the statistics. KEYS: exp, users, stats. ARGV:
-// ifVersion (0: any), doc, at, run, restarts.
+// restarts count discards the statistics, a run that is over (neither
+// draft nor running) discards the per-user states. KEYS: exp, users, stats.
+// ARGV: ifVersion (0: any), doc, at, run, restarts.
 var updateExpScript = goredis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return {'notfound'} end
 if ARGV[1] ~= '0' and ARGV[1] ~= v then return {'conflict', v} end
 local old = redis.call('HGET', KEYS[1], 'run') or ''
 local oldRestarts = string.match(old, ':(%d+)$') or ''
-if oldRestarts ~= ARGV[5] then redis.call('DEL', KEYS[2], KEYS[3]) end
+if oldRestarts ~= ARGV[5] then
+  redis.call('UNLINK', KEYS[2], KEYS[3])
+elseif not string.match(ARGV[4], '^running:') and not string.match(ARGV[4], '^draft:') then
+  redis.call('UNLINK', KEYS[2])
+end
 local nv = tostring(tonumber(v) + 1)
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', nv, 'updated', ARGV[3], 'run', ARGV[4])
 return {'ok', nv}
@@ -78,15 +90,25 @@ var deleteExpScript = goredis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return {'notfound'} end
 if ARGV[2] ~= '0' and ARGV[2] ~= v then return {'conflict', v} end
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('UNLINK', KEYS[1], KEYS[3], KEYS[4])
 redis.call('SREM', KEYS[2], ARGV[1])
 return {'ok'}
+`)
+
+// dropStatesScript deletes the per-user states of an experiment whose run
+// is over (stopped or archived), left by a version that kept them; a draft,
+// a running or a deleted experiment is left alone. KEYS: exp, users.
+// Returns 1 when it deleted the states.
+var dropStatesScript = goredis.NewScript(`
+local run = redis.call('HGET', KEYS[1], 'run')
+if not run or string.match(run, '^running:') or string.match(run, '^draft:') then return 0 end
+return redis.call('UNLINK', KEYS[2])
 `)
 
 func init() {
 	for sc, name := range map[*goredis.Script]string{
 		createExpScript: "createExperiment", updateExpScript: "updateExperiment", deleteExpScript: "deleteExperiment",
-		foldScript: "foldExperimentEvents",
+		foldScript: "foldExperimentEvents", dropStatesScript: "dropExperimentStates",
 	} {
 		scriptNames[sc] = name
 	}
