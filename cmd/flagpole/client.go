@@ -218,7 +218,7 @@ type writeOpts struct {
 // addWriteFlags registers --reason and --if-match on cmd.
 func addWriteFlags(cmd *cobra.Command, w *writeOpts) {
 	cmd.Flags().StringVar(&w.reason, "reason", "", "why: recorded in the audit log (sent as X-Change-Reason)")
-	cmd.Flags().Int64Var(&w.ifMatch, "if-match", 0, "only write if the environment is still at this version")
+	cmd.Flags().Int64Var(&w.ifMatch, "if-match", 0, "only write if what is written is still at this version (its ETag)")
 }
 
 // check reports a bad --reason or --if-match as a usage error.

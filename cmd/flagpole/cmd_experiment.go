@@ -39,25 +39,6 @@ func experimentPath(env string, parts ...string) string {
 	return envPath(env, append([]string{"experiments"}, parts...)...)
 }
 
-// xpWrite are the options of the experiment write commands.
-type xpWrite struct {
-	reason  string
-	ifMatch int64
-}
-
-func addXPWriteFlags(cmd *cobra.Command, w *xpWrite) {
-	cmd.Flags().StringVar(&w.reason, "reason", "", "why: recorded in the audit log of the flag write (sent as X-Change-Reason)")
-	cmd.Flags().Int64Var(&w.ifMatch, "if-match", 0, "only write if the experiment is still at this version")
-}
-
-func (w xpWrite) opts(cmd *cobra.Command) (writeOpts, error) {
-	o := writeOpts{reason: w.reason, ifMatch: w.ifMatch}
-	if err := o.check(cmd); err != nil {
-		return o, err
-	}
-	return o, nil
-}
-
 func (a *app) experimentCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "experiment",
@@ -94,7 +75,7 @@ effect with its interval, the health checks and the recommendation.`,
 
 func (a *app) experimentCreateCommand(cf *clientFlags, env *envFlag) *cobra.Command {
 	var file string
-	var w xpWrite
+	var o writeOpts
 	cmd := &cobra.Command{
 		Use:   "create -f FILE",
 		Short: "Create a draft experiment from a YAML or JSON file ('-' reads standard input)",
@@ -109,8 +90,7 @@ nothing is sent.`,
 			if file == "" {
 				return usagef(cmd, "missing --file (-f): the experiment's YAML or JSON file, or - for standard input")
 			}
-			o, err := w.opts(cmd)
-			if err != nil {
+			if err := o.check(cmd); err != nil {
 				return err
 			}
 			doc, err := a.readDocument(file)
@@ -142,7 +122,7 @@ nothing is sent.`,
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the experiment's YAML or JSON file ('-' for standard input)")
-	addXPWriteFlags(cmd, &w)
+	addWriteFlags(cmd, &o)
 	return cmd
 }
 
@@ -306,14 +286,13 @@ func printExperiment(w io.Writer, x *experimentReply) error {
 
 // experimentActionCommand is start and archive: a POST without a body.
 func (a *app) experimentActionCommand(cf *clientFlags, env *envFlag, action, short, verb string) *cobra.Command {
-	var w xpWrite
+	var o writeOpts
 	cmd := &cobra.Command{
 		Use:   action + " KEY",
 		Short: short,
 		Args:  exactArgs("key"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := w.opts(cmd)
-			if err != nil {
+			if err := o.check(cmd); err != nil {
 				return err
 			}
 			cl, err := a.client(cmd, cf)
@@ -327,12 +306,12 @@ func (a *app) experimentActionCommand(cf *clientFlags, env *envFlag, action, sho
 			return a.reportExperiment(cl, r, verb)
 		},
 	}
-	addXPWriteFlags(cmd, &w)
+	addWriteFlags(cmd, &o)
 	return cmd
 }
 
 func (a *app) experimentStopCommand(cf *clientFlags, env *envFlag) *cobra.Command {
-	var w xpWrite
+	var o writeOpts
 	var decision, variant string
 	cmd := &cobra.Command{
 		Use:   "stop KEY --decision ship|rollback|none [--variant V]",
@@ -348,8 +327,7 @@ the same audited flag write. --reason is kept with the decision.`,
 		Example: `  flagpole experiment stop checkout-test --decision ship --variant new --reason "+4% conversion"`,
 		Args:    exactArgs("key"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := w.opts(cmd)
-			if err != nil {
+			if err := o.check(cmd); err != nil {
 				return err
 			}
 			switch experiments.Outcome(decision) {
@@ -375,7 +353,7 @@ the same audited flag write. --reason is kept with the decision.`,
 				Variant string `json:"variant,omitempty"`
 				Reason  string `json:"reason,omitempty"`
 			}
-			body := map[string]decisionIn{"decision": {Action: decision, Variant: variant, Reason: w.reason}}
+			body := map[string]decisionIn{"decision": {Action: decision, Variant: variant, Reason: o.reason}}
 			r, err := cl.sendJSON(cmd.Context(), http.MethodPost, experimentPath(env.resolve(a), args[0], "stop"), o, body, nil)
 			if err != nil {
 				return err
@@ -385,12 +363,12 @@ the same audited flag write. --reason is kept with the decision.`,
 	}
 	cmd.Flags().StringVar(&decision, "decision", "", "ship, rollback or none")
 	cmd.Flags().StringVar(&variant, "variant", "", "the variant to ship (with --decision ship)")
-	addXPWriteFlags(cmd, &w)
+	addWriteFlags(cmd, &o)
 	return cmd
 }
 
 func (a *app) experimentRestartCommand(cf *clientFlags, env *envFlag) *cobra.Command {
-	var w xpWrite
+	var o writeOpts
 	var salt string
 	cmd := &cobra.Command{
 		Use:   "restart KEY [--salt S]",
@@ -400,8 +378,7 @@ func (a *app) experimentRestartCommand(cf *clientFlags, env *envFlag) *cobra.Com
 start over; exposures and events before the restart no longer count.`,
 		Args: exactArgs("key"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := w.opts(cmd)
-			if err != nil {
+			if err := o.check(cmd); err != nil {
 				return err
 			}
 			cl, err := a.client(cmd, cf)
@@ -420,19 +397,18 @@ start over; exposures and events before the restart no longer count.`,
 		},
 	}
 	cmd.Flags().StringVar(&salt, "salt", "", "the new assignment salt (default: derived from the restart count)")
-	addXPWriteFlags(cmd, &w)
+	addWriteFlags(cmd, &o)
 	return cmd
 }
 
 func (a *app) experimentDeleteCommand(cf *clientFlags, env *envFlag) *cobra.Command {
-	var w xpWrite
+	var o writeOpts
 	cmd := &cobra.Command{
 		Use:   "delete KEY",
 		Short: "Delete a draft or archived experiment and its statistics",
 		Args:  exactArgs("key"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := w.opts(cmd)
-			if err != nil {
+			if err := o.check(cmd); err != nil {
 				return err
 			}
 			cl, err := a.client(cmd, cf)
@@ -449,7 +425,7 @@ func (a *app) experimentDeleteCommand(cf *clientFlags, env *envFlag) *cobra.Comm
 			return nil
 		},
 	}
-	addXPWriteFlags(cmd, &w)
+	addWriteFlags(cmd, &o)
 	return cmd
 }
 
