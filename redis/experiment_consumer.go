@@ -118,10 +118,16 @@ type ConsumerOptions struct {
 	// MetricsEvery is how often the gauges (lag, experiments by status and
 	// health, crossovers) are refreshed; default 15s.
 	MetricsEvery time.Duration
-	// TidyEvery is how often the consumer tidies up after stopped and
-	// archived experiments (see [ExperimentConsumer.DropEndedStates]);
-	// default 5m.
+	// TidyEvery is how often the consumer tidies up: after stopped and
+	// archived experiments (see [ExperimentConsumer.DropEndedStates]) and
+	// after consumers that left the group (see
+	// [ExperimentConsumer.RemoveIdleConsumers]); default 5m.
 	TidyEvery time.Duration
+	// ForgetIdle is how long a consumer with no pending entries may go
+	// without reading before it is removed from the group (every restart of
+	// a replica joins under a new name); default 1h. A live consumer
+	// removed by mistake loses nothing: its next read joins again.
+	ForgetIdle time.Duration
 	// Registerer receives the consumer's metrics; nil records none.
 	Registerer prometheus.Registerer
 	// Logger receives fold failures; nil discards.
@@ -178,6 +184,9 @@ func (s *Store) ExperimentConsumer(o ConsumerOptions) (*ExperimentConsumer, erro
 	if o.TidyEvery <= 0 {
 		o.TidyEvery = 5 * time.Minute
 	}
+	if o.ForgetIdle <= 0 {
+		o.ForgetIdle = time.Hour
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -201,6 +210,9 @@ func (c *ExperimentConsumer) Run(ctx context.Context) error {
 			lastTidy = time.Now()
 			if _, err := c.DropEndedStates(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("dropping the user states of ended experiments failed", "error", err)
+			}
+			if _, err := c.RemoveIdleConsumers(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("removing idle consumers from the experiment group failed", "error", err)
 			}
 		}
 		if time.Since(lastClaim) >= c.o.ClaimIdle/2 {
@@ -399,6 +411,60 @@ func (c *ExperimentConsumer) DropEndedStates(ctx context.Context) (int, error) {
 		}
 	}
 	return dropped, errors.Join(errs...)
+}
+
+// delConsumerScript removes a consumer from the group unless entries are
+// pending on it (deleting it would drop them from the group's pending list,
+// so they would never be folded). KEYS: stream. ARGV: group, consumer.
+// Returns 1 when it removed the consumer, 0 when entries are pending.
+var delConsumerScript = goredis.NewScript(`
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
+// RemoveIdleConsumers removes, from every environment's consumer group,
+// the consumers other than this one that have not read for longer than
+// ConsumerOptions.ForgetIdle and have no pending entries: the names of
+// replicas that restarted or left. The pending check and the removal are
+// one script, so no entry is ever dropped; a consumer with pending entries
+// stays until another claims them. Consumer groups are not part of an
+// embedded store's files, so nothing is journaled. It returns how many
+// consumers it removed; errors are the store's, joined.
+func (c *ExperimentConsumer) RemoveIdleConsumers(ctx context.Context) (int, error) {
+	if c.s.closed.Load() {
+		return 0, eunavailable(errClosed)
+	}
+	envs, err := c.envs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	var errs []error
+	for _, env := range envs {
+		stream := c.s.keys.events(env)
+		cons, err := c.s.rdb.XInfoConsumers(ctx, stream, consumerGroup).Result()
+		if err != nil {
+			if !strings.Contains(err.Error(), "NOGROUP") && !strings.Contains(err.Error(), "no such key") {
+				errs = append(errs, xtranslate("list consumers", err))
+			}
+			continue
+		}
+		for _, ci := range cons {
+			if ci.Name == c.o.Name || ci.Pending > 0 || ci.Idle < c.o.ForgetIdle {
+				continue
+			}
+			n, err := delConsumerScript.Run(ctx, c.s.rdb, []string{stream}, consumerGroup, ci.Name).Int()
+			if err != nil {
+				errs = append(errs, xtranslate("remove consumer", err))
+				continue
+			}
+			removed += n
+		}
+	}
+	c.met.removedConsumers(removed)
+	return removed, errors.Join(errs...)
 }
 
 // running returns the folders of env's running experiments.
@@ -651,6 +717,7 @@ type consumerMetrics struct {
 	retries     prometheus.Counter
 	claims      prometheus.Counter
 	lostBatches prometheus.Counter
+	removed     prometheus.Counter
 	pending     *prometheus.GaugeVec
 	lag         *prometheus.GaugeVec
 	experiments *prometheus.GaugeVec
@@ -677,6 +744,10 @@ func newConsumerMetrics(reg prometheus.Registerer) (*consumerMetrics, error) {
 		lostBatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flagpole_experiment_events_lost_claims_total",
 			Help: "Stream entries this consumer had read but another claimed first (they are folded there, once).",
+		}),
+		removed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flagpole_experiment_consumers_removed_total",
+			Help: "Consumers removed from the experiment consumer group: idle longer than the bound, with nothing pending (replicas that restarted or left).",
 		}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flagpole_experiment_consumer_pending",
@@ -706,6 +777,9 @@ func newConsumerMetrics(reg prometheus.Registerer) (*consumerMetrics, error) {
 		return nil, err
 	}
 	if m.lostBatches, err = promreg.Register(reg, m.lostBatches); err != nil {
+		return nil, err
+	}
+	if m.removed, err = promreg.Register(reg, m.removed); err != nil {
 		return nil, err
 	}
 	if m.pending, err = promreg.Register(reg, m.pending); err != nil {
@@ -749,5 +823,11 @@ func (m *consumerMetrics) claimed(n int) {
 func (m *consumerMetrics) lost(n int) {
 	if m != nil {
 		m.lostBatches.Add(float64(n))
+	}
+}
+
+func (m *consumerMetrics) removedConsumers(n int) {
+	if m != nil && n > 0 {
+		m.removed.Add(float64(n))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -457,4 +458,116 @@ func TestEmbeddedStopDropsStatesAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	storetest.CheckObservations(t, e, obs, want)
+}
+
+// TestRemoveIdleConsumers: consumers idle past the bound with nothing
+// pending leave the group; one with pending entries stays until they are
+// claimed, a recent one and the caller itself stay, and nothing is lost.
+func TestRemoveIdleConsumers(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		e := startExperiment(t, s, "prod", "x")
+		events, want := storetest.Traffic(e, 40, 61)
+		if len(events) < 30 {
+			t.Fatalf("only %d events", len(events))
+		}
+		if err := s.EventLog(0).Append(ctx, "prod", events); err != nil {
+			t.Fatal(err)
+		}
+		reg := prometheus.NewRegistry()
+		consumer := func(name string) *ExperimentConsumer {
+			c, err := s.ExperimentConsumer(ConsumerOptions{Name: name, Batch: 10, ClaimIdle: time.Millisecond, ForgetIdle: 100 * time.Millisecond, Registerer: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		self, goneClean, gonePending, recent := consumer("self"), consumer("gone-clean"), consumer("gone-pending"), consumer("recent")
+		msgs, err := goneClean.read(ctx, "prod", -1)
+		if err != nil || len(msgs) != 10 {
+			t.Fatalf("gone-clean read %d, %v", len(msgs), err)
+		}
+		if err := goneClean.process(ctx, "prod", msgs); err != nil {
+			t.Fatal(err)
+		}
+		if msgs, err := gonePending.read(ctx, "prod", -1); err != nil || len(msgs) != 10 {
+			t.Fatalf("gone-pending read %d, %v", len(msgs), err)
+		}
+		drain(t, self)
+		time.Sleep(150 * time.Millisecond) // every consumer so far idles past ForgetIdle
+		// A consumer joins only with a read that delivers: an event of a
+		// user never exposed, which counts nowhere.
+		if err := s.EventLog(0).Append(ctx, "prod", []experiments.Event{{Name: "purchase", TargetingKey: "nobody", Time: storetest.T0}}); err != nil {
+			t.Fatal(err)
+		}
+		if msgs, err := recent.read(ctx, "prod", -1); err != nil || len(msgs) != 1 {
+			t.Fatalf("recent read %d, %v; want 1", len(msgs), err)
+		} else if err := recent.process(ctx, "prod", msgs); err != nil {
+			t.Fatal(err)
+		}
+		members := func() []string {
+			t.Helper()
+			cons, err := s.rdb.XInfoConsumers(ctx, s.keys.events("prod"), consumerGroup).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, c := range cons {
+				names = append(names, c.Name)
+			}
+			slices.Sort(names)
+			return names
+		}
+		type step struct {
+			name    string
+			before  func()
+			removed int
+			left    []string
+		}
+		claim := func() {
+			if n, err := self.Claim(ctx); err != nil || n != 10 {
+				t.Fatalf("Claim = %d, %v; want 10", n, err)
+			}
+		}
+		steps := []step{
+			{"idle and empty leaves; pending, recent and self stay", func() {}, 1, []string{"gone-pending", "recent", "self"}},
+			{"pending claimed by another: it leaves too", claim, 1, []string{"recent", "self"}},
+			{"nothing more to remove", func() {}, 0, []string{"recent", "self"}},
+		}
+		wantRemoved := 2.0
+		if s.emb != nil {
+			// miniredis reports no idle time for readers (-1): unknown is
+			// never idle enough. One process owns an embedded store and its
+			// groups are not kept across restarts, so names do not pile up.
+			all := []string{"gone-clean", "gone-pending", "recent", "self"}
+			steps = []step{{"idle unknown: all stay", func() {}, 0, all}, {"claimed: all stay", claim, 0, all}}
+			wantRemoved = 0
+		}
+		// The script itself refuses a consumer with pending entries (the
+		// list RemoveIdleConsumers read may be stale by then).
+		if n, err := delConsumerScript.Run(ctx, s.rdb, []string{s.keys.events("prod")}, consumerGroup, "gone-pending").Int(); err != nil || n != 0 {
+			t.Errorf("removing a consumer with pending entries = %d, %v; want 0", n, err)
+		}
+		for _, st := range steps {
+			st.before()
+			n, err := self.RemoveIdleConsumers(ctx)
+			if err != nil || n != st.removed {
+				t.Errorf("%s: RemoveIdleConsumers = %d, %v; want %d", st.name, n, err, st.removed)
+			}
+			if got := members(); !slices.Equal(got, st.left) {
+				t.Errorf("%s: group members %v, want %v", st.name, got, st.left)
+			}
+		}
+		obs, err := s.Observations(ctx, "prod", e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.CheckObservations(t, e, obs, want)
+		if p, err := s.rdb.XPending(ctx, s.keys.events("prod"), consumerGroup).Result(); err != nil || p.Count != 0 {
+			t.Errorf("pending = %+v, %v; want none", p, err)
+		}
+		if got := testutil.ToFloat64(self.met.removed); got != wantRemoved {
+			t.Errorf("consumers removed metric = %v, want %v", got, wantRemoved)
+		}
+	})
 }
