@@ -348,10 +348,14 @@ func (an *analyzer) compare(m *Metric, treatment string, c, t Summary, ok bool) 
 	if a.Mode == ModeSequential {
 		qp = SequentialMultiplier(n, tuning, pa)
 	}
-	mde := MinimumDetectableEffect(se, qp, a.Power)
-	cmp.MDE = ptr(mde)
-	if c.Value != 0 {
-		cmp.RelativeMDE = ptr(mde / math.Abs(c.Value))
+	// Without variation (no conversions yet, every value equal) there is
+	// no standard error to plan with: the MDE is unknown, not zero.
+	if se > 0 && isFinite(se) {
+		mde := MinimumDetectableEffect(se, qp, a.Power)
+		cmp.MDE = ptr(mde)
+		if c.Value != 0 {
+			cmp.RelativeMDE = ptr(mde / math.Abs(c.Value))
+		}
 	}
 	cmp.Verdict = VerdictInconclusive
 	return cmp

@@ -371,6 +371,14 @@ func TestAnalyzeDegenerateData(t *testing.T) {
 			})
 		}
 	}
+	// No variation yet (nobody converted): the minimum detectable effect is
+	// unknown, not zero, and the experiment is underpowered.
+	for _, mode := range []Mode{ModeSequential, ModeFixed, ModeBayesian} {
+		r := Analyze(shopExperiment(mode), cases[0].obs, t1)
+		if c := comparison(t, r, "purchase", 0); c.MDE != nil || c.RelativeMDE != nil || !r.Health.Underpowered {
+			t.Errorf("%s, zero conversions: MDE %v relative %v underpowered %v; want unknown and underpowered", mode, c.MDE, c.RelativeMDE, r.Health.Underpowered)
+		}
+	}
 	// Zero variance and a real difference: the Welch test calls it.
 	r := Analyze(shopExperiment(ModeFixed), cases[1].obs, t1)
 	if c := comparison(t, r, "purchase", 0); c.Verdict != VerdictBetter || c.Relative != nil {

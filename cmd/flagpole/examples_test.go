@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"testing"
 
+	"github.com/flagpole/flagpole/experiments"
 	"github.com/flagpole/flagpole/flags"
 )
 
@@ -71,5 +74,43 @@ func TestExampleFlags(t *testing.T) {
 				t.Errorf("%s: %d‰ of users get %q, want %d‰..%d‰", ro.flag, pm, ro.variant, ro.lo, ro.hi)
 			}
 		})
+	}
+}
+
+// TestExampleExperiment checks that examples/checkout-test.yaml is a valid
+// experiment, read as `flagpole experiment create -f` reads it, and that it
+// can run on its flag in examples/flags.yaml.
+func TestExampleExperiment(t *testing.T) {
+	flagsYAML, err := os.ReadFile("../../examples/flags.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := flags.Parse(flagsYAML)
+	if err != nil {
+		t.Fatalf("examples/flags.yaml: %v", err)
+	}
+	a := &app{}
+	data, err := a.readDocument("../../examples/checkout-test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e experiments.Experiment
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		t.Fatalf("examples/checkout-test.yaml: %v", err)
+	}
+	if err := e.Validate(); err != nil {
+		t.Fatalf("examples/checkout-test.yaml: %v", describeExperimentError(err))
+	}
+	f, ok := doc.Flags[e.FlagKey]
+	if !ok {
+		t.Fatalf("examples/flags.yaml has no flag %q", e.FlagKey)
+	}
+	if err := e.CheckFlag(f); err != nil {
+		t.Errorf("the experiment cannot run on %s: %v", e.FlagKey, err)
+	}
+	if len(f.Targeting) > 0 && string(f.Targeting) != "{}" {
+		t.Errorf("%s has targeting of its own; the experiment writes it", e.FlagKey)
 	}
 }
