@@ -191,7 +191,14 @@ func (c *RolloutController) drive(ctx context.Context, id string) error {
 	} else {
 		c.svc.seeRollout(id, out.State)
 	}
-	if errors.Is(err, ErrConflict) || errors.Is(err, ErrLeaseLost) {
+	if errors.Is(err, ErrLeaseLost) {
+		// Another replica holds the rollout now: drop the stale lease, so
+		// that the next poll asks for the lease again instead of repeating
+		// writes its old token can never make.
+		c.forget(id)
+		return nil
+	}
+	if errors.Is(err, ErrConflict) {
 		return nil // someone acted meanwhile; the next poll looks afresh
 	}
 	if err != nil {

@@ -359,3 +359,58 @@ func TestKillSwitch(t *testing.T) {
 		t.Errorf("kill to a missing variant: %s %v", jsonString(res), err)
 	}
 }
+
+// TestControllerDropsALostLease: replica a holds a rollout's lease when
+// another replica takes it over (and lets it go again). a's next write is
+// refused as fenced; a must then forget its stale lease and acquire the
+// rollout afresh, not repeat writes its old token can never make.
+func TestControllerDropsALostLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) { testControllerDropsALostLease(t) })
+}
+
+func testControllerDropsALostLease(t *testing.T) {
+	w := newWorld(t, "prod")
+	ctx := t.Context()
+	sr := w.start(canary.RolloutRequest{})
+	a := w.controller("replica-a", time.Hour)
+	time.Sleep(time.Second) // the fake clock: the rollout is due
+	if _, err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runID := w.get(sr.ID).AnalysisID
+	if runID == "" {
+		t.Fatal("a did not start the step's analysis")
+	}
+	// a's lease is released behind its back and replica b holds the
+	// rollout for a moment: the lease token moves on.
+	now := time.Now()
+	la, err := w.rollouts.AcquireRolloutLease(ctx, sr.ID, "replica-a", now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.rollouts.ReleaseRolloutLease(ctx, la); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := w.rollouts.AcquireRolloutLease(ctx, sr.ID, "replica-b", now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.rollouts.ReleaseRolloutLease(ctx, lb); err != nil {
+		t.Fatal(err)
+	}
+	w.endRun(runID, canary.PhaseSuccessful, "all metrics pass")
+	time.Sleep(time.Second)
+	if _, err := a.Tick(ctx); err != nil { // fenced: a's token is stale
+		t.Fatal(err)
+	}
+	if got := w.get(sr.ID).Verdict; got != "" {
+		t.Fatalf("a wrote verdict %q with a stale lease", got)
+	}
+	time.Sleep(time.Second)
+	if _, err := a.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.get(sr.ID).Verdict; got != canary.VerdictPass {
+		t.Errorf("after the fenced write a still does not move the rollout on (verdict %q): it kept its stale lease", got)
+	}
+}
