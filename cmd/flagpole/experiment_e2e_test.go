@@ -100,7 +100,9 @@ func TestExperimentEndToEnd(t *testing.T) {
 		t.Skip("end-to-end")
 	}
 	rs := redistest.Start(t)
-	srv := flagpoleOn(t, rs, "")
+	// Gauges every 500ms rather than 15s, so /metrics is checked without a long wait.
+	srv := startServe(t, []string{envAdminKey + "=" + testAdminKey, envExperimentMetricsEvery + "=500ms"}, "--redis", rs.URL())
+	srv.waitReady()
 	sdkKey := setupEnv(t, srv, "prod", e2eFlags)
 
 	file := filepath.Join(t.TempDir(), "checkout-test.json")
@@ -234,7 +236,7 @@ func TestExperimentEndToEnd(t *testing.T) {
 	checkSVG(t, xpURL+"/results.svg")
 
 	// /metrics: every exposure and event accounted for, the consumer caught
-	// up. The gauges are refreshed every 15 s, hence the wait.
+	// up. The gauges are refreshed every 500ms (FLAGPOLE_EXPERIMENT_METRICS_EVERY).
 	want := []struct {
 		name   string
 		labels map[string]string
@@ -255,7 +257,7 @@ func TestExperimentEndToEnd(t *testing.T) {
 	}
 	var fams map[string]*dto.MetricFamily
 	// On a timeout, the checks below say which value is off.
-	_ = pollUntil(35*time.Second, 200*time.Millisecond, func() bool {
+	_ = pollUntil(10*time.Second, 100*time.Millisecond, func() bool {
 		fams = scrapeMetrics(t, srv.url)
 		for _, w := range want[len(want)-4:] { // the gauges
 			if got, ok := metricValue(fams, w.name, w.labels); !ok || got != w.value {

@@ -306,7 +306,7 @@ func (a *app) serve(ctx context.Context, cmd *cobra.Command, o *serveFlags) erro
 	}
 	dep.start(runCtx, &wg)
 	ro.start(runCtx, &wg)
-	if err := startExperimentConsumer(runCtx, &wg, store, reg, log); err != nil {
+	if err := a.startExperimentConsumer(runCtx, &wg, store, reg, log); err != nil {
 		stopRun()
 		wg.Wait()
 		return err
