@@ -433,6 +433,10 @@ func (r *Rollout) restart(now time.Time, actor, ev, reason string) {
 	r.Percent = r.Steps[r.Step].Percent
 	r.StepStartedAt = now
 	r.AnalysisID = ""
+	// A controller may have created the run NextRunID named before the
+	// pause or failure without recording it (its write lost the race):
+	// the restarted step's run gets an ID of its own, never that one.
+	r.Attempt++
 	r.Holding = false
 	r.PausedOnFail = false
 	r.Reason = ""
@@ -615,7 +619,8 @@ func (r *Rollout) NeedsAnalysis() bool {
 // NextRunID is the ID the current step's next analysis run gets: the
 // rollout ID, the step and the attempt within the step ("ro_x-s2-a1"), so
 // that a replica that repeats the start after a crash finds the run already
-// created.
+// created. A resume or retry moves it on, so a restarted step never adopts
+// a run created before it.
 func (r *Rollout) NextRunID() string {
 	return fmt.Sprintf("%s-s%d-a%d", r.ID, r.Step+1, r.Attempt+1)
 }

@@ -235,6 +235,20 @@ func (c *RolloutController) step(ctx context.Context, sr StoredRollout, token in
 			return sr, err
 		default:
 			r.AnalysisStarted(now, runID, controllerActor)
+			out, err := c.svc.store.UpdateRollout(ctx, RolloutUpdate{Rollout: r, IfVersion: sr.Version, Token: token})
+			if errors.Is(err, ErrConflict) {
+				// Someone acted on the rollout between our read and our
+				// write (a pause, an abort, a promotion): whatever it is
+				// now, it will not wait for this run under this ID.
+				if cerr := c.svc.cancelRun(ctx, runID, fmt.Sprintf("rollout %s changed while this run started", r.ID)); cerr != nil {
+					c.log.Warn("cannot cancel an analysis run the rollout no longer waits for", "rollout", r.ID, "run", runID, "error", cerr)
+				}
+			}
+			if err != nil {
+				return sr, err
+			}
+			c.logChange(sr.Version, &out)
+			return c.settle(ctx, out, token)
 		}
 	case r.State == RolloutRunning:
 		var run *Run

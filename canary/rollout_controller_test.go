@@ -414,3 +414,58 @@ func testControllerDropsALostLease(t *testing.T) {
 		t.Errorf("after the fenced write a still does not move the rollout on (verdict %q): it kept its stale lease", got)
 	}
 }
+
+// TestPauseRacingAnalysisStart: someone pauses a rollout while the
+// controller starts its step's analysis, before or after the run is
+// created; the controller's write then conflicts. The run is cancelled
+// (nobody waits for it), and the resumed step starts a run of its own
+// instead of adopting one that measured from before the pause.
+func TestPauseRacingAnalysisStart(t *testing.T) {
+	for _, when := range []string{"before", "after"} {
+		t.Run("pause "+when+" the run is created", func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				w := newWorld(t, "prod")
+				h := w.hookAnalyses()
+				sr := w.start(canary.RolloutRequest{})
+				ctx := t.Context()
+				pause := func(string) {
+					if _, err := w.svc.Act(ctx, "prod", sr.ID, canary.ActionPause, "bob", "looking"); err != nil {
+						t.Errorf("pause: %v", err)
+					}
+				}
+				if when == "before" {
+					h.before = pause
+				} else {
+					h.after = pause
+				}
+				c := w.controller("a", 0)
+				time.Sleep(time.Second)
+				if _, err := c.Tick(ctx); err != nil {
+					t.Fatal(err)
+				}
+				first := sr.ID + "-s1-a1"
+				cur := w.get(sr.ID)
+				if cur.State != canary.RolloutPaused || cur.AnalysisID != "" {
+					t.Fatalf("after the race: %s analysis %q, want paused without one", cur.State, cur.AnalysisID)
+				}
+				if run, err := w.analyses.Run(ctx, first); err != nil || run.Phase != canary.PhaseCancelled {
+					t.Errorf("the orphaned run %s is %s (%v), want cancelled", first, run.Phase, err)
+				}
+				if _, err := w.svc.Act(ctx, "prod", sr.ID, canary.ActionResume, "bob", ""); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Second)
+				if _, err := c.Tick(ctx); err != nil {
+					t.Fatal(err)
+				}
+				cur = w.get(sr.ID)
+				if cur.AnalysisID == "" || cur.AnalysisID == first {
+					t.Fatalf("the resumed step waits for run %q, want a new one (not %s)", cur.AnalysisID, first)
+				}
+				if run, err := w.analyses.Run(ctx, cur.AnalysisID); err != nil || run.Phase.Terminal() {
+					t.Errorf("the resumed step's run %s is %s (%v)", cur.AnalysisID, run.Phase, err)
+				}
+			})
+		})
+	}
+}

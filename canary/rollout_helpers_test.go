@@ -296,3 +296,44 @@ func jsonString(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// hookRuns is an analysis store that calls before (or after) creating a
+// run, once: to act on a rollout exactly there.
+type hookRuns struct {
+	*canarytest.Memory
+	mu            sync.Mutex
+	before, after func(id string)
+}
+
+func (h *hookRuns) CreateRun(ctx context.Context, r *canary.Run) (canary.StoredRun, error) {
+	h.mu.Lock()
+	before := h.before
+	h.before = nil
+	h.mu.Unlock()
+	if before != nil {
+		before(r.ID)
+	}
+	out, err := h.Memory.CreateRun(ctx, r)
+	h.mu.Lock()
+	after := h.after
+	h.after = nil
+	h.mu.Unlock()
+	if after != nil && err == nil {
+		after(r.ID)
+	}
+	return out, err
+}
+
+// hookAnalyses makes the world's service use an analysis store with hooks.
+func (w *world) hookAnalyses() *hookRuns {
+	w.t.Helper()
+	h := &hookRuns{Memory: w.analyses}
+	svc, err := canary.NewRolloutService(canary.RolloutServiceConfig{
+		Rollouts: w.rollouts, Analyses: h, Flags: w.flags, FlagReader: w.flagsMem, Notifier: w.notes,
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.svc = svc
+	return h
+}

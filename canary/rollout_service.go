@@ -410,10 +410,14 @@ func (s *RolloutService) sync(ctx context.Context, sr StoredRollout, token int64
 			return sr, err
 		}
 	}
-	if r.State != RolloutRunning && r.AnalysisID != "" {
-		if _, err := s.runs.Cancel(ctx, r.AnalysisID, fmt.Sprintf("rollout %s is %s", r.ID, r.State)); err != nil &&
-			!errors.Is(err, ErrRunEnded) && !errors.Is(err, ErrNotFound) {
-			return sr, err
+	if r.State != RolloutRunning {
+		// The step's run, and the one NextRunID names: a controller may
+		// have created it and lost the race to record it against this
+		// change, and nobody else would ever stop it.
+		for _, id := range []string{r.AnalysisID, r.NextRunID()} {
+			if err := s.cancelRun(ctx, id, fmt.Sprintf("rollout %s is %s", r.ID, r.State)); err != nil {
+				return sr, err
+			}
 		}
 	}
 	if err := s.notify(ctx, &r); err != nil {
@@ -426,6 +430,19 @@ func (s *RolloutService) sync(ctx context.Context, sr StoredRollout, token int64
 		s.recordSynced(ctx, &out.Rollout, fresh, wrote, wroteAt)
 	}
 	return out, err
+}
+
+// cancelRun cancels analysis run id ("" none) that no rollout waits for;
+// a run that ended or never existed is no error.
+func (s *RolloutService) cancelRun(ctx context.Context, id, reason string) error {
+	if id == "" {
+		return nil
+	}
+	_, err := s.runs.Cancel(ctx, id, reason)
+	if errors.Is(err, ErrRunEnded) || errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // controllerActor is the history actor of the controller's decisions.
