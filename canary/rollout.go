@@ -37,7 +37,8 @@ import (
 // replica that dies in between leaves Pending set, and the next one
 // performs the same effects again: the flag write is identical, which
 // flags.Service turns into a no-op, and notification IDs derive from the
-// rollout and the history index, which the outbox deduplicates.
+// rollout and the event's number (HistoryOffset plus its index), which the
+// outbox deduplicates.
 //
 // Analysis gates compare users by the variant they were served, so apps
 // label their metrics with the evaluated flag and variant, as
@@ -206,6 +207,10 @@ type Rollout struct {
 	// not confirmed yet. Notified counts the history events notified.
 	Pending  bool `json:"pending,omitempty"`
 	Notified int  `json:"notified,omitempty"`
+	// HistoryOffset counts the oldest history events dropped to keep
+	// History at most 1000 long: History[i] is the rollout's event number
+	// HistoryOffset+i, which names its notification.
+	HistoryOffset int `json:"historyOffset,omitempty"`
 }
 
 // Errors of the rollout state machine and service.
@@ -329,6 +334,7 @@ func (r *Rollout) event(now time.Time, ev, actor, reason string) {
 		drop := len(r.History) - maxHistory
 		r.History = append(r.History[:0], r.History[drop:]...)
 		r.Notified = max(0, r.Notified-drop)
+		r.HistoryOffset += drop
 	}
 	r.UpdatedAt = now
 }

@@ -469,3 +469,40 @@ func TestPauseRacingAnalysisStart(t *testing.T) {
 		})
 	}
 }
+
+// TestNotificationsAfterHistoryIsTrimmed: a rollout keeps its latest 1000
+// history events; the events after that are still notified, each under
+// an ID of its own (the outbox drops a repeated ID as a duplicate).
+func TestNotificationsAfterHistoryIsTrimmed(t *testing.T) {
+	w := newWorld(t, "prod")
+	ctx := t.Context()
+	sr := w.start(canary.RolloutRequest{})
+	before := len(w.notes.events())
+	// 999 events, all notified: the next one is the 1000th.
+	for len(sr.History) < 999 {
+		sr.History = append(sr.History, canary.RolloutEvent{Time: sr.UpdatedAt, Event: canary.EventVerdict, Reason: "filler"})
+	}
+	sr.Notified = len(sr.History)
+	if _, err := w.rollouts.UpdateRollout(ctx, canary.RolloutUpdate{Rollout: &sr.Rollout, IfVersion: sr.Version}); err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []string{canary.ActionPause, canary.ActionResume, canary.ActionPause, canary.ActionResume, canary.ActionPause} {
+		if _, err := w.svc.Act(ctx, "prod", sr.ID, action, "bob", action); err != nil {
+			t.Fatalf("%s: %v", action, err)
+		}
+	}
+	cur := w.get(sr.ID)
+	if len(cur.History) != 1000 || cur.HistoryOffset != 4 || cur.Notified != 1000 {
+		t.Errorf("history %d events after %d dropped, %d notified; want 1000 after 4, all notified", len(cur.History), cur.HistoryOffset, cur.Notified)
+	}
+	w.notes.mu.Lock()
+	var ids []string
+	for _, n := range w.notes.ns[before:] {
+		ids = append(ids, string(n.Event)+" "+n.ID)
+	}
+	w.notes.mu.Unlock()
+	p := "rollout.paused rollout-" + sr.ID + "-"
+	if want := []string{p + "999", p + "1001", p + "1003"}; !slices.Equal(ids, want) {
+		t.Errorf("notifications\n%q\nwant\n%q", ids, want)
+	}
+}

@@ -553,8 +553,9 @@ type rolloutPayload struct {
 }
 
 // notify enqueues the notifications of the history events after
-// r.Notified; their IDs derive from the rollout and the event's index, so
-// a repeat is dropped by the outbox.
+// r.Notified; their IDs derive from the rollout and the event's number
+// (HistoryOffset plus its index, which stays unique when old events are
+// dropped), so a repeat is dropped by the outbox.
 func (s *RolloutService) notify(ctx context.Context, r *Rollout) error {
 	if s.notifier == nil {
 		return nil
@@ -574,7 +575,7 @@ func (s *RolloutService) notify(ctx context.Context, r *Rollout) error {
 		if err != nil {
 			return err
 		}
-		n := Notification{ID: fmt.Sprintf("rollout-%s-%d", r.ID, i), Event: et, Subject: r.Env + "/" + r.Flag, Payload: body, Time: ev.Time}
+		n := Notification{ID: fmt.Sprintf("rollout-%s-%d", r.ID, r.HistoryOffset+i), Event: et, Subject: r.Env + "/" + r.Flag, Payload: body, Time: ev.Time}
 		if _, _, err := s.notifier.Notify(ctx, n); err != nil {
 			var ve *ValidationError
 			if errors.As(err, &ve) {
