@@ -657,12 +657,15 @@ func (r *Rollout) DesiredFlag() FlagWrite {
 
 // FractionalTargeting is the targeting rule serving variant to percent of
 // users and from to the rest, bucketed by the flag key and the targeting
-// key (or the context attribute bucketBy).
+// key, or the context attribute bucketBy: a user without it (or with an
+// empty one) is bucketed by the targeting key instead, so such users are
+// still spread over the split rather than all hashed alike.
 func FractionalTargeting(variant, from, bucketBy string, percent float64) json.RawMessage {
 	w := BasisPoints(percent)
 	args := []any{}
 	if bucketBy != "" {
-		args = append(args, map[string]any{"cat": []any{map[string]any{"var": "$flagd.flagKey"}, map[string]any{"var": bucketBy}}})
+		by := map[string]any{"or": []any{map[string]any{"var": bucketBy}, map[string]any{"var": "targetingKey"}}}
+		args = append(args, map[string]any{"cat": []any{map[string]any{"var": "$flagd.flagKey"}, by}})
 	}
 	args = append(args, []any{variant, w}, []any{from, 10000 - w})
 	b, _ := json.Marshal(map[string]any{"fractional": args}) // plain values: never fails

@@ -319,3 +319,49 @@ func TestAnalysisRunIDs(t *testing.T) {
 		t.Errorf("run IDs %s", got)
 	}
 }
+
+// TestBucketByFallsBackToTargetingKey evaluates a 50 % split bucketed by
+// userId with the flags engine: users who share a userId share a variant
+// whatever their targeting keys, and users without a userId (or with an
+// empty one) are spread by their targeting keys instead of all landing on
+// the same side.
+func TestBucketByFallsBackToTargetingKey(t *testing.T) {
+	doc := fmt.Sprintf(`{"flags":{"checkout":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":%s}}}`,
+		canary.FractionalTargeting("on", "off", "userId", 50))
+	set, err := flags.Load([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const users = 4000
+	for _, tc := range []struct {
+		name string
+		ctx  func(u int) map[string]any
+	}{
+		{"no userId", func(u int) map[string]any { return map[string]any{"targetingKey": fmt.Sprintf("user-%d", u)} }},
+		{"empty userId", func(u int) map[string]any { return map[string]any{"targetingKey": fmt.Sprintf("user-%d", u), "userId": ""} }},
+		{"userId", func(u int) map[string]any { return map[string]any{"targetingKey": "shared-device", "userId": fmt.Sprintf("u%d", u)} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			on := 0
+			for u := range users {
+				res := set.Evaluate("checkout", tc.ctx(u))
+				if res.Reason != flags.ReasonTargetingMatch {
+					t.Fatalf("user %d resolved %s (%s)", u, res.Reason, res.ErrorMessage)
+				}
+				if res.Variant == "on" {
+					on++
+				}
+			}
+			if share := 100 * float64(on) / users; share < 45 || share > 55 {
+				t.Errorf("%.1f%% of users served the new variant at a 50%% split", share)
+			}
+		})
+	}
+	// The attribute wins over the targeting key.
+	a := set.Evaluate("checkout", map[string]any{"targetingKey": "phone", "userId": "u7"})
+	for _, tk := range []string{"laptop", "tablet", "tv"} {
+		if b := set.Evaluate("checkout", map[string]any{"targetingKey": tk, "userId": "u7"}); b.Variant != a.Variant {
+			t.Errorf("user u7 is served %s on %s but %s on phone", b.Variant, tk, a.Variant)
+		}
+	}
+}
