@@ -506,3 +506,46 @@ func TestNotificationsAfterHistoryIsTrimmed(t *testing.T) {
 		t.Errorf("notifications\n%q\nwant\n%q", ids, want)
 	}
 }
+
+// TestStaleFlagWriteIsPutRight: a retry's flag write passes its rollout
+// version check, then, before it is saved, someone aborts the rollout;
+// the abort's own flag write finds the flag already rolled back and
+// changes nothing. The retry's stale split is saved after it; the retry
+// must notice and put the aborted state's flag back.
+func TestStaleFlagWriteIsPutRight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t, "prod")
+		h := w.hookFlagSaves()
+		ctx := t.Context()
+		sr := w.start(canary.RolloutRequest{})
+		c := w.controller("a", 0)
+		time.Sleep(time.Second)
+		if _, err := c.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.endRun(w.get(sr.ID).AnalysisID, canary.PhaseFailed, "errors")
+		time.Sleep(time.Second)
+		if _, err := c.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if cur := w.get(sr.ID); cur.State != canary.RolloutFailed || w.flagsMem.serves(t, "prod", "checkout") != "off -" {
+			t.Fatalf("before the race: %s, flag %s", cur.State, w.flagsMem.serves(t, "prod", "checkout"))
+		}
+		h.mu.Lock()
+		h.beforeSave = func() {
+			if out, err := w.svc.Act(ctx, "prod", sr.ID, canary.ActionAbort, "carol", "not again"); err != nil || out.State != canary.RolloutAborted || out.Pending {
+				t.Errorf("abort during the retry's write: %s pending=%v %v", out.State, out.Pending, err)
+			}
+		}
+		h.mu.Unlock()
+		if _, err := w.svc.Act(ctx, "prod", sr.ID, canary.ActionRetry, "bob", "once more"); err != nil {
+			t.Fatal(err)
+		}
+		if cur := w.get(sr.ID); cur.State != canary.RolloutAborted || cur.Pending {
+			t.Errorf("after the race the rollout is %s pending=%v, want aborted", cur.State, cur.Pending)
+		}
+		if got := w.flagsMem.serves(t, "prod", "checkout"); got != "off -" {
+			t.Errorf("the aborted rollout's flag serves %s, want off for everyone", got)
+		}
+	})
+}

@@ -337,3 +337,38 @@ func (w *world) hookAnalyses() *hookRuns {
 	w.svc = svc
 	return h
 }
+
+// hookFlags is a flag store that calls beforeSave once, right before a
+// flag set is saved: to act exactly between a flag write's checks and its
+// save.
+type hookFlags struct {
+	*memFlags
+	mu         sync.Mutex
+	beforeSave func()
+}
+
+func (h *hookFlags) Save(ctx context.Context, env string, expected int64, doc []byte, e flags.AuditEntry) (flags.Snapshot, error) {
+	h.mu.Lock()
+	f := h.beforeSave
+	h.beforeSave = nil
+	h.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return h.memFlags.Save(ctx, env, expected, doc, e)
+}
+
+// hookFlagSaves makes the world's service write flags through a hookFlags.
+func (w *world) hookFlagSaves() *hookFlags {
+	w.t.Helper()
+	h := &hookFlags{memFlags: w.flagsMem}
+	w.flags = flags.NewService(h, nil)
+	svc, err := canary.NewRolloutService(canary.RolloutServiceConfig{
+		Rollouts: w.rollouts, Analyses: w.analyses, Flags: w.flags, FlagReader: w.flagsMem, Notifier: w.notes,
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.svc = svc
+	return h
+}

@@ -468,12 +468,57 @@ func flagReason(r *Rollout) string {
 	return fmt.Sprintf("rollout %s step %d/%d: %s", r.ID, r.Step+1, len(r.Steps), FormatPercent(r.Percent))
 }
 
+// maxFlagReasserts bounds how often writeFlag puts back a newer state's
+// flag after a stale write landed (each needs yet another rollout change).
+const maxFlagReasserts = 10
+
 // writeFlag writes the flag state fw through flags.Service, unless the
 // rollout changed since sr was read (errSuperseded). Writing what the flag
-// already holds changes nothing (no new version, no audit entry). Errors:
-// *flagProblem when the flag, a variant or the environment is gone or an
-// active rollout finds targeting it does not own; the flag store's.
+// already holds changes nothing (no new version, no audit entry).
+//
+// The version check runs inside the flag mutation, not atomically with the
+// flag's save: a newer state may be stored, and its own flag write find
+// nothing to change, between the two, so that this stale write lands
+// after it. So once the write is saved the rollout is read again; if it
+// moved on, the newest state's flag is written over it and the result is
+// errSuperseded. Errors: *flagProblem when the flag, a variant or the
+// environment is gone or an active rollout finds targeting it does not
+// own; the flag store's; the rollout store's.
 func (s *RolloutService) writeFlag(ctx context.Context, sr StoredRollout, fw FlagWrite) error {
+	if err := s.writeFlagOnce(ctx, sr, fw); err != nil {
+		return err
+	}
+	var stale error // errSuperseded once a newer state was found
+	for range maxFlagReasserts {
+		cur, err := s.store.Rollout(ctx, sr.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Version == sr.Version {
+			return stale
+		}
+		stale = errSuperseded
+		next := cur.DesiredFlag()
+		if !next.Write {
+			return errSuperseded
+		}
+		err = s.writeFlagOnce(ctx, cur, next)
+		var fp *flagProblem
+		switch {
+		case errors.As(err, &fp):
+			s.log.Warn("rollout cannot put back its newer flag state over a stale write", "rollout", sr.ID, "version", cur.Version, "problem", fp.msg)
+			return errSuperseded
+		case err != nil && !errors.Is(err, errSuperseded):
+			return err
+		}
+		s.log.Info("rollout flag write superseded; the newer state's flag is written again", "rollout", sr.ID, "stale", sr.Version, "version", cur.Version)
+		sr = cur // and check that this one was not stale in turn
+	}
+	return errSuperseded
+}
+
+// writeFlagOnce is writeFlag without the check after the save.
+func (s *RolloutService) writeFlagOnce(ctx context.Context, sr StoredRollout, fw FlagWrite) error {
 	r := &sr.Rollout
 	o := flags.WriteOptions{Actor: flagActor(r.ID), Reason: flagReason(r)}
 	_, err := s.flags.Update(ctx, r.Env, "flag.update", o, func(d *flags.Document) error {
