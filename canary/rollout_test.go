@@ -338,8 +338,12 @@ func TestBucketByFallsBackToTargetingKey(t *testing.T) {
 		ctx  func(u int) map[string]any
 	}{
 		{"no userId", func(u int) map[string]any { return map[string]any{"targetingKey": fmt.Sprintf("user-%d", u)} }},
-		{"empty userId", func(u int) map[string]any { return map[string]any{"targetingKey": fmt.Sprintf("user-%d", u), "userId": ""} }},
-		{"userId", func(u int) map[string]any { return map[string]any{"targetingKey": "shared-device", "userId": fmt.Sprintf("u%d", u)} }},
+		{"empty userId", func(u int) map[string]any {
+			return map[string]any{"targetingKey": fmt.Sprintf("user-%d", u), "userId": ""}
+		}},
+		{"userId", func(u int) map[string]any {
+			return map[string]any{"targetingKey": "shared-device", "userId": fmt.Sprintf("u%d", u)}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			on := 0
