@@ -105,8 +105,11 @@ func experimentError(err error, env, key string) error {
 		return &apiError{Status: http.StatusConflict, Code: codeConflict, Message: te.Error(), Details: []Detail{{Field: "status", Problem: "is " + string(te.From)}}, cause: err}
 	case errors.As(err, &fu):
 		return &apiError{Status: http.StatusConflict, Code: codeConflict, Message: fu.Error(), Details: []Detail{{Field: "flagKey", Problem: "is in experiment " + fmt.Sprintf("%q", fu.Experiment)}}, cause: err}
+	case errors.Is(err, experiments.ErrFlagTargeted):
+		return &apiError{Status: http.StatusConflict, Code: codeConflict, Message: err.Error(),
+			Details: []Detail{{Field: "flagKey", Problem: "the flag's targeting was not written by an experiment; remove it before starting"}}, cause: err}
 	case errors.Is(err, experiments.ErrNotFound):
-		if key == "" || strings.HasPrefix(err.Error(), "environment ") {
+		if key == "" || errors.Is(err, experiments.ErrUnknownEnvironment) {
 			return &apiError{Status: http.StatusNotFound, Code: codeNotFound, Message: fmt.Sprintf("environment %q does not exist", env), Details: []Detail{{Field: "env", Problem: "does not exist"}}, cause: err}
 		}
 		return &apiError{Status: http.StatusNotFound, Code: codeNotFound, Message: fmt.Sprintf("experiment %q does not exist in environment %q", key, env), Details: []Detail{{Field: "key", Problem: "does not exist"}}, cause: err}
@@ -119,6 +122,17 @@ func experimentError(err error, env, key string) error {
 		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable, Message: "the experiment store is unavailable, so nothing was changed; retry later", cause: err}
 	}
 	return err
+}
+
+// experimentWriteError maps the error of a write made with o: a conflict
+// with a concurrent write is a 412 only when the client sent If-Match (its
+// precondition failed); without one it is a 409.
+func experimentWriteError(err error, env, key string, o experiments.WriteOptions) error {
+	if o.IfMatch == 0 && errors.Is(err, experiments.ErrConflict) {
+		return &apiError{Status: http.StatusConflict, Code: codeConflict,
+			Message: err.Error() + "; another write came first: re-read the experiment and retry", cause: err}
+	}
+	return experimentError(err, env, key)
 }
 
 // apiField renames domain paths to the API's names (a stop decision's
@@ -200,7 +214,7 @@ func (s *Server) createExperiment(rc *reqCtx, k auth.Key) error {
 	}
 	st, err := s.xp.Create(rc.Request().Context(), env, in.Experiment, o)
 	if err != nil {
-		return experimentError(err, env, in.Key)
+		return experimentWriteError(err, env, in.Key, o)
 	}
 	s.log.Info("experiment created", "env", env, "experiment", st.Key, "actor", k.Name, "request_id", rc.id)
 	rc.Response().Header().Set("Location", experimentLocation(env, st.Key))
@@ -257,7 +271,7 @@ func (s *Server) putExperiment(rc *reqCtx, k auth.Key) error {
 	}
 	st, err := s.xp.Update(rc.Request().Context(), env, key, in.Experiment, restart, o)
 	if err != nil {
-		return experimentError(err, env, key)
+		return experimentWriteError(err, env, key, o)
 	}
 	s.log.Info("experiment updated", "env", env, "experiment", key, "restart", restart, "actor", k.Name, "request_id", rc.id)
 	return s.writeJSON(rc, http.StatusOK, st.ETag(), st)
@@ -277,7 +291,7 @@ func (s *Server) deleteExperiment(rc *reqCtx, k auth.Key) error {
 		return err
 	}
 	if err := s.xp.Delete(rc.Request().Context(), env, key, o); err != nil {
-		return experimentError(err, env, key)
+		return experimentWriteError(err, env, key, o)
 	}
 	s.log.Info("experiment deleted", "env", env, "experiment", key, "actor", k.Name, "request_id", rc.id)
 	return rc.NoContent(http.StatusNoContent)
@@ -346,7 +360,7 @@ func (s *Server) experimentAction(action string) keyHandler {
 			st, err = s.xp.Stop(ctx, env, key, experiments.StopDecision{Outcome: in.Decision.Action, Variant: in.Decision.Variant, Note: in.Decision.Reason}, o)
 		}
 		if err != nil {
-			return experimentError(err, env, key)
+			return experimentWriteError(err, env, key, o)
 		}
 		s.log.Info("experiment "+action, "env", env, "experiment", key, "status", st.Status, "actor", k.Name, "request_id", rc.id)
 		return s.writeJSON(rc, http.StatusOK, st.ETag(), st)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/flagpole/flagpole/auth"
 	"github.com/flagpole/flagpole/experiments"
+	"github.com/flagpole/flagpole/flags"
 	"github.com/flagpole/flagpole/redis"
 )
 
@@ -36,11 +38,69 @@ func expBody(key string, change func(m map[string]any)) string {
 	return string(b)
 }
 
+// newExperimentHarness serves testFlags in prod and staging, with the
+// rollout flag's own split removed (an experiment refuses a flag with
+// targeting it did not write).
 func newExperimentHarness(t *testing.T) *harness {
 	h := newHarness(t, withExperiments)
-	h.createEnv("prod", testFlags)
-	h.createEnv("staging", testFlags)
+	for _, env := range []string{"prod", "staging"} {
+		h.createEnv(env, testFlags)
+		_, err := h.svc.Update(context.Background(), env, "test.untarget", flags.WriteOptions{Actor: "test"}, func(d *flags.Document) error {
+			d.Flags["rollout"].Targeting = nil
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	return h
+}
+
+func TestExperimentStartOnATargetedFlag(t *testing.T) {
+	h := newExperimentHarness(t)
+	body := expBody("banner", func(m map[string]any) {
+		m["flagKey"], m["control"], m["treatments"] = "banner-color", "red", []string{"blue"}
+	})
+	if r := h.do(req{method: "POST", path: expPath, key: h.admin, body: body}); r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	r := h.do(req{method: "POST", path: expPath + "/banner/start", key: h.admin})
+	e := errorOf(t, r)
+	if r.status != 409 || e.Code != codeConflict || len(e.Details) == 0 || e.Details[0].Field != "flagKey" || !strings.Contains(e.Message, "targeting") {
+		t.Fatalf("start on a targeted flag: %d %+v", r.status, e)
+	}
+	if tg, _ := json.Marshal(flagOf(t, h, "banner-color")["targeting"]); !strings.Contains(string(tg), "@example.com") {
+		t.Errorf("the flag's own targeting was changed: %s", tg)
+	}
+}
+
+func TestExperimentErrorMapping(t *testing.T) {
+	cases := []struct {
+		name    string
+		err     error
+		ifMatch int64
+		status  int
+		field   string
+	}{
+		{"conflict with If-Match", fmt.Errorf("experiment %q is at version 3, not 2: %w", "k", experiments.ErrConflict), 2, 412, ""},
+		{"concurrent write without If-Match", fmt.Errorf("storing: %w", experiments.ErrConflict), 0, 409, ""},
+		{"unknown environment", fmt.Errorf("reading flags: %w", experiments.ErrUnknownEnvironment), 0, 404, "env"},
+		{"unknown experiment", fmt.Errorf("experiment %q: %w", "environment ", experiments.ErrNotFound), 0, 404, "key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ae *apiError
+			if !errors.As(experimentWriteError(tc.err, "prod", "k", experiments.WriteOptions{IfMatch: tc.ifMatch}), &ae) {
+				t.Fatal("not an API error")
+			}
+			if ae.Status != tc.status {
+				t.Errorf("status %d, want %d (%s)", ae.Status, tc.status, ae.Message)
+			}
+			if tc.field != "" && (len(ae.Details) == 0 || ae.Details[0].Field != tc.field) {
+				t.Errorf("details %+v, want field %q", ae.Details, tc.field)
+			}
+		})
+	}
 }
 
 func TestExperimentBadInput(t *testing.T) {

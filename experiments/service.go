@@ -1,6 +1,7 @@
 package experiments
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,15 @@ import (
 // FlagMetadataKey is the flag metadata entry that marks a flag as serving an
 // experiment while it runs; its value is the experiment's key.
 const FlagMetadataKey = "experiment"
+
+// ErrFlagTargeted: the flag has targeting rules that no experiment wrote
+// (a rollout's split, a hand-written rule) and that starting would
+// overwrite; the message names the flag and its targeting.
+var ErrFlagTargeted = errors.New("experiments: the flag has targeting rules of its own")
+
+// ErrUnknownEnvironment: the environment does not exist. It wraps
+// ErrNotFound, so errors.Is(err, ErrNotFound) holds for it too.
+var ErrUnknownEnvironment = fmt.Errorf("experiments: no such environment (%w)", ErrNotFound)
 
 // FlagReader reads an environment's current flag set (a flags.Store does).
 type FlagReader interface {
@@ -124,7 +134,7 @@ func (s *Service) checkDraftFlag(ctx context.Context, env string, e *Experiment)
 	snap, err := s.flagSets.Snapshot(ctx, env)
 	if err != nil {
 		if errors.Is(err, flags.ErrNotFound) {
-			return fmt.Errorf("environment %q: %w", env, ErrNotFound)
+			return fmt.Errorf("environment %q: %w", env, ErrUnknownEnvironment)
 		}
 		return err
 	}
@@ -285,13 +295,36 @@ func (s *Service) Start(ctx context.Context, env, key string, o WriteOptions) (S
 
 // runningWrite writes targeting t and the experiment marker on e's flag,
 // then stores e; on a store failure the flag is restored.
+//
+// The flag must carry no targeting but what an experiment wrote: none, t,
+// the current run's (cur, when running) or, under a stale marker, that of
+// the experiment it names. A marker naming another experiment that is not
+// running, or no longer exists, is stale (a start that crashed between the
+// flag write and storing the experiment): it is taken over after fencing
+// that experiment (its version is bumped, so a start of it still in flight
+// fails with ErrConflict instead of running on a flag it lost).
 func (s *Service) runningWrite(ctx context.Context, env string, cur Stored, e *Experiment, action, verb string, o WriteOptions, t json.RawMessage) (Stored, error) {
-	prev, err := s.writeFlag(ctx, env, e, action, verb, o, func(f *flags.Flag) error {
+	owned := []json.RawMessage{t}
+	if cur.status() == StatusRunning {
+		if ct, err := cur.Experiment.Targeting(); err == nil {
+			owned = append(owned, ct)
+		}
+	}
+	prev, wrote, err := s.writeFlag(ctx, env, e, action, verb, o, func(f *flags.Flag) error {
 		if err := e.CheckFlag(f); err != nil {
 			return err
 		}
+		mine := owned
 		if other, ok := f.Metadata[FlagMetadataKey].(string); ok && other != e.Key {
-			return &FlagInUseError{Flag: e.FlagKey, Experiment: other}
+			ot, err := s.takeStaleMarker(ctx, env, e.FlagKey, other)
+			if err != nil {
+				return err
+			}
+			mine = append(slices.Clip(owned), ot...)
+		}
+		if !emptyTargeting(f.Targeting) && !slices.ContainsFunc(mine, func(m json.RawMessage) bool { return sameJSON(m, f.Targeting) }) {
+			return fmt.Errorf("flag %q has targeting rules no experiment wrote (targeting: %s); an experiment owns the flag's targeting while it runs: remove them first: %w",
+				e.FlagKey, oneLine(f.Targeting), ErrFlagTargeted)
 		}
 		f.Targeting = slices.Clone(t)
 		if f.Metadata == nil {
@@ -305,15 +338,82 @@ func (s *Service) runningWrite(ctx context.Context, env string, cur Stored, e *E
 	}
 	st, err := s.store.UpdateExperiment(ctx, env, e, Write{IfVersion: cur.Version, At: s.now().UTC()})
 	if err != nil {
-		return Stored{}, s.restoreFlag(ctx, env, e, prev, err)
+		return Stored{}, s.restoreFlag(ctx, env, e, prev, wrote, err)
 	}
 	return st, nil
 }
 
+// takeStaleMarker checks that experiment other, named by flag's marker, is
+// not running and fences it (see runningWrite). It returns the targeting
+// other would have written (none when it no longer exists). Errors:
+// *FlagInUseError when other runs; ErrConflict when it changed meanwhile.
+func (s *Service) takeStaleMarker(ctx context.Context, env, flag, other string) ([]json.RawMessage, error) {
+	x, err := s.store.Experiment(ctx, env, other)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if x.status() == StatusRunning {
+		return nil, &FlagInUseError{Flag: flag, Experiment: other}
+	}
+	if _, err := s.store.UpdateExperiment(ctx, env, &x.Experiment, Write{IfVersion: x.Version, At: s.now().UTC()}); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("flag %q is marked by experiment %q, which changed meanwhile: %w", flag, other, err)
+	}
+	if xt, err := x.Experiment.Targeting(); err == nil {
+		return []json.RawMessage{xt}, nil
+	}
+	return nil, nil
+}
+
+// emptyTargeting reports whether a flag's targeting has no rules.
+func emptyTargeting(t json.RawMessage) bool {
+	s := string(bytes.TrimSpace(t))
+	return s == "" || s == "null" || s == "{}"
+}
+
+// sameJSON reports whether a and b are the same JSON value (whitespace and
+// object member order aside).
+func sameJSON(a, b json.RawMessage) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// sameFlag reports whether a and b are the same flag.
+func sameFlag(a, b *flags.Flag) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	x, errA := json.Marshal(a)
+	y, errB := json.Marshal(b)
+	return errA == nil && errB == nil && sameJSON(x, y)
+}
+
+// oneLine shortens targeting for an error message.
+func oneLine(b json.RawMessage) string {
+	var buf bytes.Buffer
+	if json.Compact(&buf, b) != nil {
+		buf.Reset()
+		buf.Write(b)
+	}
+	s := buf.String()
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
 // writeFlag changes e's flag with change through the flag service and
 // returns the flag as it was (nil when it did not exist and change
-// accepted that).
-func (s *Service) writeFlag(ctx context.Context, env string, e *Experiment, action, verb string, o WriteOptions, change func(*flags.Flag) error) (*flags.Flag, error) {
+// accepted that) and as it was stored (nil when unknown).
+func (s *Service) writeFlag(ctx context.Context, env string, e *Experiment, action, verb string, o WriteOptions, change func(*flags.Flag) error) (prev, wrote *flags.Flag, err error) {
 	reason := fmt.Sprintf("experiment %q %s", e.Key, verb)
 	if o.Actor != "" {
 		reason += " by " + o.Actor
@@ -321,7 +421,6 @@ func (s *Service) writeFlag(ctx context.Context, env string, e *Experiment, acti
 	if o.Reason != "" {
 		reason += ": " + o.Reason
 	}
-	var prev *flags.Flag
 	snap, err := s.flags.Update(ctx, env, action, flags.WriteOptions{Actor: "experiment:" + e.Key, Reason: reason}, func(d *flags.Document) error {
 		f := d.Flags[e.FlagKey]
 		if f == nil {
@@ -332,37 +431,69 @@ func (s *Service) writeFlag(ctx context.Context, env string, e *Experiment, acti
 	})
 	if err != nil {
 		if errors.Is(err, flags.ErrNotFound) {
-			return nil, fmt.Errorf("environment %q: %w", env, ErrNotFound)
+			return nil, nil, fmt.Errorf("environment %q: %w", env, ErrUnknownEnvironment)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if s.after != nil {
 		s.after(snap)
 	}
-	return prev, nil
+	if doc, err := flags.Parse(snap.Document); err == nil {
+		wrote = doc.Flags[e.FlagKey]
+	}
+	return prev, wrote, nil
 }
 
 // restoreFlag puts e's flag back to prev after the experiment write failed
 // with cause, and returns cause (joined with the restore's own failure).
-func (s *Service) restoreFlag(ctx context.Context, env string, e *Experiment, prev *flags.Flag, cause error) error {
-	if prev == nil {
+// The flag is restored only if it is still what this call wrote (wrote),
+// and not when the failure was a conflict with a write that stored the same
+// intent for the flag (a concurrent identical start, stop or restart):
+// anything else written since, by a concurrent experiment write or by
+// someone else, is left as it is.
+func (s *Service) restoreFlag(ctx context.Context, env string, e *Experiment, prev, wrote *flags.Flag, cause error) error {
+	if prev == nil || wrote == nil {
 		return cause
 	}
-	_, err := s.writeFlag(context.WithoutCancel(ctx), env, e, "experiment.revert", "could not be stored; flag restored", WriteOptions{}, func(f *flags.Flag) error {
+	ctx = context.WithoutCancel(ctx)
+	if errors.Is(cause, ErrConflict) {
+		if now, err := s.store.Experiment(ctx, env, e.Key); err == nil && flagIntent(&now.Experiment) == flagIntent(e) {
+			return cause
+		}
+	}
+	_, _, err := s.writeFlag(ctx, env, e, "experiment.revert", "could not be stored; flag restored", WriteOptions{}, func(f *flags.Flag) error {
+		if !sameFlag(f, wrote) {
+			return errFlagMoved
+		}
 		*f = *prev.Clone()
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errFlagMoved) {
 		return errors.Join(cause, fmt.Errorf("restoring flag %q after the failed write: %w", e.FlagKey, err))
 	}
 	return cause
 }
 
+// errFlagMoved stops a restore of a flag changed since it was written.
+var errFlagMoved = errors.New("experiments: the flag changed since")
+
+// flagIntent is what x, as stored, wants of its flag: its status, its
+// targeting and, once stopped, the decision.
+func flagIntent(x *Experiment) string {
+	t, _ := x.Targeting()
+	s := string(x.status()) + "\x00" + string(t)
+	if x.Decision != nil {
+		s += "\x00" + string(x.Decision.Outcome) + "\x00" + x.Decision.Variant
+	}
+	return s
+}
+
 // Stop stops env's running experiment key with decision d and takes the
-// flag out of the experiment: targeting cleared, the "experiment" metadata
-// removed, and the default variant set to d.Variant (ship) or the control
-// (rollback, none). A flag that no longer exists, or that another experiment
-// has taken over, is left alone.
+// flag out of the experiment, removing only what the experiment wrote: its
+// targeting (left alone if someone has replaced it since) and the
+// "experiment" metadata; the default variant is set to d.Variant (ship) or
+// the control (rollback, none). A flag that no longer exists, or that
+// another experiment has taken over, is left alone.
 func (s *Service) Stop(ctx context.Context, env, key string, d StopDecision, o WriteOptions) (Stored, error) {
 	cur, err := s.current(ctx, env, key, o)
 	if err != nil {
@@ -376,7 +507,11 @@ func (s *Service) Stop(ctx context.Context, env, key string, d StopDecision, o W
 	if d.Outcome == OutcomeShip {
 		serve = d.Variant
 	}
-	prev, err := s.writeFlag(ctx, env, &e, "experiment.stop", "stopped ("+string(d.Outcome)+")", o, func(f *flags.Flag) error {
+	ours, err := cur.Experiment.Targeting()
+	if err != nil {
+		return Stored{}, err
+	}
+	prev, wrote, err := s.writeFlag(ctx, env, &e, "experiment.stop", "stopped ("+string(d.Outcome)+")", o, func(f *flags.Flag) error {
 		if other, ok := f.Metadata[FlagMetadataKey].(string); ok && other != e.Key {
 			return nil // taken over: not ours to change
 		}
@@ -385,11 +520,7 @@ func (s *Service) Stop(ctx context.Context, env, key string, d StopDecision, o W
 		}
 		v := serve
 		f.DefaultVariant = &v
-		f.Targeting = nil
-		delete(f.Metadata, FlagMetadataKey)
-		if len(f.Metadata) == 0 {
-			f.Metadata = nil
-		}
+		unmark(f, e.Key, ours)
 		return nil
 	})
 	var ve *ValidationError
@@ -401,9 +532,23 @@ func (s *Service) Stop(ctx context.Context, env, key string, d StopDecision, o W
 	}
 	st, err := s.store.UpdateExperiment(ctx, env, &e, Write{IfVersion: cur.Version, At: s.now().UTC()})
 	if err != nil {
-		return Stored{}, s.restoreFlag(ctx, env, &e, prev, err)
+		return Stored{}, s.restoreFlag(ctx, env, &e, prev, wrote, err)
 	}
 	return st, nil
+}
+
+// unmark removes from f what experiment key wrote: the marker naming key,
+// and the targeting when it is still ours.
+func unmark(f *flags.Flag, key string, ours json.RawMessage) {
+	if sameJSON(f.Targeting, ours) {
+		f.Targeting = nil
+	}
+	if m, ok := f.Metadata[FlagMetadataKey].(string); ok && m == key {
+		delete(f.Metadata, FlagMetadataKey)
+	}
+	if len(f.Metadata) == 0 {
+		f.Metadata = nil
+	}
 }
 
 // isMissingFlag reports whether ve is CheckFlag's "flag does not exist".
@@ -455,7 +600,22 @@ func (s *Service) Delete(ctx context.Context, env, key string, o WriteOptions) e
 	default:
 		return &TransitionError{Key: key, From: st, Action: "delete", Hint: "only a draft or archived experiment can be deleted; stop and archive it first"}
 	}
-	return s.store.DeleteExperiment(ctx, env, key, cur.Version)
+	if err := s.store.DeleteExperiment(ctx, env, key, cur.Version); err != nil {
+		return err
+	}
+	// A start that crashed after its flag write left the marker (and the
+	// targeting) of this experiment on the flag: clear them. The deletion
+	// stands if this fails; a marker naming no experiment is stale and
+	// does not stop another experiment from starting.
+	ours, _ := cur.Experiment.Targeting()
+	_, _, _ = s.writeFlag(context.WithoutCancel(ctx), env, &cur.Experiment, "experiment.delete", "deleted; its marker cleared", o, func(f *flags.Flag) error {
+		if m, ok := f.Metadata[FlagMetadataKey].(string); !ok || m != key {
+			return nil
+		}
+		unmark(f, key, ours)
+		return nil
+	})
+	return nil
 }
 
 // Results analyses env's experiment key from its folded statistics at the
