@@ -1,5 +1,7 @@
 package experiments
 
+import "time"
+
 // Folding turns an environment's raw events into an experiment's
 // [Observations] one event at a time, keeping a small [UserState] per user
 // instead of the events: the rules are here, pure; a consumer in an adapter
@@ -20,11 +22,23 @@ package experiments
 //     the user's [Tally] of the event grows and the metric's statistics
 //     change from the user's old [Metric.UserValue] to the new one (so caps
 //     apply to the user's total, as the metric defines).
-//   - Events before the user's exposure do not count. Events of a member of
-//     the experiment that arrive before their exposure (the exposure may be
+//   - Events before the user's exposure do not count, beyond a grace of
+//     [ExposureGrace]: an exposure recorded by the server carries the
+//     server's clock and an event the client's, so an event stamped up to
+//     that much before the exposure still counts. Events of a member of the
+//     experiment that arrive before their exposure (the exposure may be
 //     recorded asynchronously) wait in the state, at most [MaxPendingEvents]
 //     of them, and count when the exposure arrives if they happened at or
-//     after it.
+//     after it, within the same grace.
+
+// ExposureGrace is how much earlier than a user's exposure an event may be
+// stamped and still count: the clock skew between clients (which stamp
+// tracking events) and the server (which stamps OFREP exposures) that
+// folding tolerates. Events further before the exposure do not count.
+const ExposureGrace = 2 * time.Minute
+
+// exposureGraceMillis is ExposureGrace in the unit of UserState times.
+const exposureGraceMillis = int64(ExposureGrace / time.Millisecond)
 
 // MaxPendingEvents bounds the events kept for a user whose exposure has not
 // arrived yet; later ones are dropped.
@@ -121,7 +135,7 @@ func (f *Folder) Fold(st *UserState, ev *Event, d *Observations) bool {
 			pending := st.Pending
 			st.Pending = nil
 			for _, p := range pending {
-				if p.At >= at {
+				if p.At >= at-exposureGraceMillis {
 					f.count(st, p.Name, p.Value, d)
 				}
 			}
@@ -151,7 +165,7 @@ func (f *Folder) Fold(st *UserState, ev *Event, d *Observations) bool {
 		st.Pending = append(st.Pending, PendingEvent{Name: ev.Name, Value: v, At: at})
 		return true
 	}
-	if at < st.ExposedAt {
+	if at < st.ExposedAt-exposureGraceMillis {
 		return false
 	}
 	f.count(st, ev.Name, v, d)

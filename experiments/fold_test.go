@@ -94,6 +94,7 @@ func TestFoldRules(t *testing.T) {
 			u2 = u
 		}
 	}
+	grace := int(ExposureGrace / time.Millisecond)
 	cases := []struct {
 		name       string
 		events     []Event
@@ -101,14 +102,23 @@ func TestFoldRules(t *testing.T) {
 		wantCross  int64
 		wantOrders map[string]float64 // Sum of the "orders" metric by arm
 	}{
-		{"events before the exposure are ignored",
-			[]Event{track(u1, "purchase", 10, 0), expo(u1, "old", 5), track(u1, "purchase", 10, 4), track(u1, "purchase", 10, 6)},
+		{"events well before the exposure are ignored",
+			[]Event{track(u1, "purchase", 10, -600_000), expo(u1, "old", 0), track(u1, "purchase", 10, -300_000), track(u1, "purchase", 10, 6)},
 			map[string]int64{"old": 1}, 0, map[string]float64{"old": 1}},
+		{"an event stamped slightly before its exposure counts (clock skew)",
+			[]Event{expo(u1, "old", 60_000), track(u1, "purchase", 10, 0)},
+			map[string]int64{"old": 1}, 0, map[string]float64{"old": 1}},
+		{"the grace ends exactly ExposureGrace before the exposure",
+			[]Event{expo(u1, "old", grace), track(u1, "purchase", 10, 0), track(u1, "purchase", 10, -1)},
+			map[string]int64{"old": 1}, 0, map[string]float64{"old": 1}},
+		{"a waiting event stamped slightly before its exposure counts (clock skew)",
+			[]Event{track(u2, "purchase", 5, 0), track(u2, "purchase", 5, -1), expo(u2, "new", grace)},
+			map[string]int64{"new": 1}, 0, map[string]float64{"new": 1}},
 		{"events of users never exposed are not counted",
 			[]Event{track(u1, "purchase", 10, 1), track(u2, "purchase", 10, 1), expo(u2, "new", 0)},
 			map[string]int64{"new": 1}, 0, map[string]float64{"new": 1}},
 		{"an event arriving before its exposure counts from the exposure's time",
-			[]Event{track(u2, "purchase", 5, 20), track(u2, "purchase", 5, 3), expo(u2, "new", 10)},
+			[]Event{track(u2, "purchase", 5, 20), track(u2, "purchase", 5, -300_000), expo(u2, "new", 10)},
 			map[string]int64{"new": 1}, 0, map[string]float64{"new": 1}},
 		{"a repeated exposure counts the user once",
 			[]Event{expo(u1, "old", 0), expo(u1, "old", 1), expo(u1, "old", 2), track(u1, "purchase", 1, 3)},
@@ -188,7 +198,10 @@ func TestFoldMatchesDirect(t *testing.T) {
 			for u := range 3000 {
 				user := fmt.Sprintf("user-%d", u)
 				a := e.Assign(user)
-				exposedAt := rng.IntN(1000)
+				// Times in seconds (as milliseconds), so that some events
+				// fall in the grace before the exposure and most before it
+				// fall well outside.
+				exposedAt := rng.IntN(1000) * 1000
 				events = append(events, expo(user, a.Variant, exposedAt))
 				cross := a.InExperiment && rng.IntN(50) == 0
 				if cross {
@@ -196,7 +209,7 @@ func TestFoldMatchesDirect(t *testing.T) {
 					if a.Variant == other {
 						other = e.Control
 					}
-					events = append(events, expo(user, other, exposedAt+rng.IntN(100)))
+					events = append(events, expo(user, other, exposedAt+rng.IntN(100)*1000))
 					crossovers++
 				} else if a.InExperiment {
 					arms[user] = a.Variant
@@ -207,9 +220,9 @@ func TestFoldMatchesDirect(t *testing.T) {
 						name = "visit"
 					}
 					v := math.Round(rng.ExpFloat64()*3000) / 100
-					at := rng.IntN(2000)
+					at := rng.IntN(2000) * 1000
 					events = append(events, track(user, name, v, at))
-					if at >= exposedAt && a.InExperiment && !cross {
+					if at >= exposedAt-int(ExposureGrace/time.Millisecond) && a.InExperiment && !cross {
 						if tallies[user] == nil {
 							tallies[user] = map[string]Tally{}
 						}
