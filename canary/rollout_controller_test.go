@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flagpole/flagpole/canary"
+	"github.com/flagpole/flagpole/flags"
 )
 
 func (w *world) controller(owner string, ttl time.Duration) *canary.RolloutController {
@@ -548,4 +549,38 @@ func TestStaleFlagWriteIsPutRight(t *testing.T) {
 			t.Errorf("the aborted rollout's flag serves %s, want off for everyone", got)
 		}
 	})
+}
+
+// TestKillSwitchWarnsOfARunningExperiment: the kill switch turns a flag
+// that serves an experiment like any other, and reports the experiment in
+// that environment's entry (it goes on recording exposures, now of the
+// safe variant), but not in an environment without one.
+func TestKillSwitchWarnsOfARunningExperiment(t *testing.T) {
+	w := newWorld(t, "prod")
+	ctx := t.Context()
+	d, err := flags.Parse([]byte(`{"flags":{"checkout":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off",
+	 "targeting":{"fractional":[["on",50],["off",50]]},"metadata":{"experiment":"checkout-ab"}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.flags.CreateEnvironment(ctx, "stage", d, flags.WriteOptions{Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.svc.Kill(ctx, "checkout", "off", "admin", "incident", func(string) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]canary.KillEnv{}
+	for _, e := range res.Environments {
+		got[e.Name] = e
+	}
+	if e := got["stage"]; e.Error != "" || e.Experiment != "checkout-ab" || !strings.Contains(e.Warning, `experiment "checkout-ab" still runs`) {
+		t.Errorf("stage: %s, want the experiment and a warning", jsonString(e))
+	}
+	if e := got["prod"]; e.Error != "" || e.Experiment != "" || e.Warning != "" {
+		t.Errorf("prod (no experiment): %s", jsonString(e))
+	}
+	if s := w.flagsMem.serves(t, "stage", "checkout"); s != "off -" {
+		t.Errorf("stage serves %s after the kill", s)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flagpole/flagpole/experiments"
 	"github.com/flagpole/flagpole/flags"
 )
 
@@ -647,6 +648,12 @@ type KillEnv struct {
 	AbortedRollouts []string `json:"abortedRollouts"`
 	// Error says why the environment was left unchanged.
 	Error string `json:"error,omitempty"`
+	// Experiment is the experiment the flag still serves here (its
+	// experiments.FlagMetadataKey metadata), which the kill switch does not
+	// stop: it goes on recording exposures, now of the safe variant.
+	// Warning says so and what to do.
+	Experiment string `json:"experiment,omitempty"`
+	Warning    string `json:"warning,omitempty"`
 }
 
 // SafeVariantKey is the flag metadata key naming the kill switch's
@@ -658,7 +665,10 @@ const SafeVariantKey = "safeVariant"
 // rollout aborted. The safe variant is variant if given, else the flag's
 // metadata safeVariant, else the from of its active rollout. Environments
 // without a safe variant, or whose flag lacks it, are reported with an
-// Error and left unchanged, as are those whose write failed. Errors:
+// Error and left unchanged, as are those whose write failed. An
+// environment whose flag still serves an experiment is killed and
+// reported with the experiment and a Warning (the experiment is not
+// stopped here). Errors:
 // ErrUnknownFlag when no environment allowed has the flag,
 // ErrNoSafeVariant when none of them has a safe variant, the flag store's
 // when environments cannot be listed.
@@ -729,6 +739,10 @@ func (s *RolloutService) Kill(ctx context.Context, flag, variant, actor, reason 
 			out.Version, out.AbortedRollouts, err = s.killIn(ctx, t.env, flag, t.safe, actor, reason)
 			if err != nil {
 				out.Error = err.Error()
+			} else if xp, ok := t.f.Metadata[experiments.FlagMetadataKey].(string); ok && xp != "" {
+				out.Experiment = xp
+				out.Warning = fmt.Sprintf("experiment %q still runs on this flag and now records exposures of %q for every user; stop it, or its results mix in the kill", xp, t.safe)
+				s.log.Warn("kill switch: the flag still serves an experiment", "env", t.env, "flag", flag, "experiment", xp)
 			}
 		}
 		res.Environments = append(res.Environments, out)

@@ -849,6 +849,7 @@ type killReply struct {
 		Version         int64    `json:"version"`
 		AbortedRollouts []string `json:"abortedRollouts"`
 		Error           string   `json:"error"`
+		Warning         string   `json:"warning"`
 	} `json:"environments"`
 }
 
@@ -913,6 +914,11 @@ does not exist is left unchanged and reported; the command then exits 1.`,
 				}
 				if err := tw.Flush(); err != nil {
 					return err
+				}
+			}
+			for _, e := range out.Environments {
+				if e.Warning != "" {
+					fmt.Fprintf(a.stderr, "warning: %s: %s\n", e.Name, e.Warning)
 				}
 			}
 			switch {

@@ -495,6 +495,21 @@ onFail: pause
 			stdout: []string{"ENVIRONMENT VARIANT VERSION ABORTED ROLLOUTS ERROR", "prod off 12 ro_2 -", "staging off 4 - -", "flag checkout killed in 2 environments"},
 		},
 		{
+			name: "kill of a flag serving an experiment",
+			fake: func() *fakeRollouts {
+				return &fakeRollouts{kill: func(key string, body map[string]string) (int, any) {
+					return 200, map[string]any{"flag": key, "environments": []map[string]any{
+						{"name": "prod", "variant": "off", "version": 12, "abortedRollouts": []string{}, "experiment": "checkout-ab",
+							"warning": `experiment "checkout-ab" still runs on this flag`},
+					}}
+				}}
+			},
+			args:   []string{"kill", "checkout"},
+			reqs:   []string{`POST /api/v1/flags/checkout/kill {}`},
+			stdout: []string{"prod off 12 - -", "flag checkout killed in 1 environments"},
+			stderr: []string{`warning: prod: experiment "checkout-ab" still runs on this flag`},
+		},
+		{
 			name: "kill with a variant that one environment lacks",
 			fake: func() *fakeRollouts {
 				return &fakeRollouts{kill: func(key string, body map[string]string) (int, any) {
