@@ -494,6 +494,3 @@ func (s *Store) Observations(ctx context.Context, env string, e *experiments.Exp
 	return observationsFrom(e, h), nil
 }
 
-// errStale says the fold script found an experiment in another run than the
-// consumer computed with.
-var errStale = errors.New("experiment changed")
