@@ -493,4 +493,3 @@ func (s *Store) Observations(ctx context.Context, env string, e *experiments.Exp
 	}
 	return observationsFrom(e, h), nil
 }
-
