@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/flagpole/flagpole/experiments"
 	"github.com/flagpole/flagpole/flags"
+	"github.com/flagpole/flagpole/internal/promreg"
 )
 
 // Server-side exposures. While an experiment runs, its flag's metadata
@@ -27,10 +29,6 @@ import (
 // when it is full); a background batcher appends the queue to the event
 // log. The experiments consumer decides whether the user is in the
 // experiment (Experiment.Assign) and counts crossovers.
-
-// ExposureMetadataKey is the flag metadata member that marks a flag as
-// serving an experiment; its value is the experiment's key.
-const ExposureMetadataKey = "experiment"
 
 // Exposure recording defaults.
 const (
@@ -118,16 +116,21 @@ type dedupShard struct {
 // exposureIndex lists the experiment flags of one version of an
 // environment.
 type exposureIndex struct {
-	st    *envState
-	any   bool
-	byKey map[string]bool
-	byPos []bool // by position in st.ordered
+	st  *envState
+	any bool
+	// byKey and byPos hold, for each experiment flag, a hash of its run:
+	// its "experiment" marker and its targeting (which carries the
+	// experiment's salt), so that a restart, or another experiment on the
+	// flag, exposes users again. 0 = not an experiment flag.
+	byKey map[string]uint64
+	byPos []uint64 // by position in st.ordered
 }
 
 var _ EventAppender = (*ExposureRecorder)(nil)
 
 // NewExposureRecorder returns a recorder that stores exposures, and passes
-// tracking events, to log. Call [ExposureRecorder.Run] to store the
+// tracking events, to log, which must not keep the slice it is given after
+// Append returns (the recorder reuses it). Call [ExposureRecorder.Run] to store the
 // exposures. Errors: a nil log, a negative setting, a Batch over 1000 or
 // metrics that cannot be registered.
 func NewExposureRecorder(log EventAppender, cfg ExposureConfig) (*ExposureRecorder, error) {
@@ -173,7 +176,8 @@ func NewExposureRecorder(log EventAppender, cfg ExposureConfig) (*ExposureRecord
 		Help: "Server-side exposures of OFREP evaluations of experiment flags, by result (recorded: stored in the event log; deduplicated: seen within the window; dropped: the queue was full or the server was stopping; failed: the event log refused them or stayed unavailable).",
 	}, []string{"result"})
 	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(vec); err != nil {
+		var err error
+		if vec, err = promreg.Register(cfg.Registerer, vec); err != nil {
 			return nil, fmt.Errorf("api: NewExposureRecorder: %w", err)
 		}
 	}
@@ -218,25 +222,27 @@ func (s *Server) exposureScope(st *envState, evalCtx map[string]any) exposureSco
 // flag records the exposure of single-flag evaluation res, if fe serves
 // an experiment.
 func (x exposureScope) flag(fe *flagEntry, res flags.Resolution) {
-	if x.idx == nil || !x.idx.byKey[fe.key] {
+	if x.idx == nil {
 		return
 	}
-	x.record(fe, res)
+	if run := x.idx.byKey[fe.key]; run != 0 {
+		x.record(fe, res, run)
+	}
 }
 
 // bulk records the exposure of the i-th flag of a bulk evaluation.
 func (x exposureScope) bulk(i int, fe *flagEntry, res flags.Resolution) {
-	if x.idx == nil || i >= len(x.idx.byPos) || !x.idx.byPos[i] {
+	if x.idx == nil || i >= len(x.idx.byPos) || x.idx.byPos[i] == 0 {
 		return
 	}
-	x.record(fe, res)
+	x.record(fe, res, x.idx.byPos[i])
 }
 
-func (x exposureScope) record(fe *flagEntry, res flags.Resolution) {
+func (x exposureScope) record(fe *flagEntry, res flags.Resolution, run uint64) {
 	if res.Variant == "" || res.Reason == flags.ReasonError || res.ErrorCode != "" {
 		return
 	}
-	x.r.expose(x.idx.st.name, fe.key, res.Variant, x.targetingKey)
+	x.r.expose(x.idx.st.name, fe.key, res.Variant, x.targetingKey, run)
 }
 
 // index returns the experiment flags of st, built once per version.
@@ -244,7 +250,7 @@ func (r *ExposureRecorder) index(st *envState) *exposureIndex {
 	if idx := (*r.indexes.Load())[st.name]; idx != nil && idx.st == st {
 		return idx
 	}
-	idx := buildExposureIndex(st)
+	idx := r.buildExposureIndex(st)
 	select {
 	case <-st.superseded: // an old version still being served: do not cache
 		return idx
@@ -266,26 +272,45 @@ func (r *ExposureRecorder) index(st *envState) *exposureIndex {
 	return idx
 }
 
-func buildExposureIndex(st *envState) *exposureIndex {
+func (r *ExposureRecorder) buildExposureIndex(st *envState) *exposureIndex {
 	idx := &exposureIndex{st: st}
-	setExp := isExperimentValue(st.set.Metadata()[ExposureMetadataKey])
+	setMarker := st.set.Metadata()[experiments.FlagMetadataKey]
+	setExp := isExperimentValue(setMarker)
+	var doc *flags.Document // parsed once, for the targeting of experiment flags
 	for i, fe := range st.ordered {
 		info, ok := st.set.Info(fe.key)
-		exp := setExp
+		marker, exp := setMarker, setExp
 		if ok {
-			if v, has := info.Metadata[ExposureMetadataKey]; has {
-				exp = isExperimentValue(v)
+			if v, has := info.Metadata[experiments.FlagMetadataKey]; has {
+				marker, exp = v, isExperimentValue(v)
 			}
 		}
 		if !exp {
 			continue
 		}
 		if !idx.any {
-			idx.any, idx.byKey, idx.byPos = true, map[string]bool{}, make([]bool, len(st.ordered))
+			idx.any, idx.byKey, idx.byPos = true, map[string]uint64{}, make([]uint64, len(st.ordered))
+			doc, _ = flags.Parse(st.doc)
 		}
-		idx.byKey[fe.key], idx.byPos[i] = true, true
+		var targeting []byte
+		if doc != nil && doc.Flags[fe.key] != nil {
+			targeting = doc.Flags[fe.key].Targeting
+		}
+		run := r.runHash(marker.(string), targeting)
+		idx.byKey[fe.key], idx.byPos[i] = run, run
 	}
 	return idx
+}
+
+// runHash identifies an experiment run on a flag: its marker and its
+// targeting (never 0).
+func (r *ExposureRecorder) runHash(marker string, targeting []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	_, _ = h.WriteString(marker)
+	_ = h.WriteByte(0)
+	_, _ = h.Write(targeting)
+	return max(h.Sum64(), 1)
 }
 
 // isExperimentValue: the convention's value is an experiment key, a
@@ -296,14 +321,14 @@ func isExperimentValue(v any) bool {
 }
 
 // expose de-duplicates one exposure and queues it without blocking.
-func (r *ExposureRecorder) expose(env, flag, variant, targetingKey string) {
+func (r *ExposureRecorder) expose(env, flag, variant, targetingKey string, run uint64) {
 	if r.closed.Load() {
 		r.dropped.Inc()
 		return
 	}
 	now := r.now()
 	at, window := now.UnixNano(), r.cfg.Window.Nanoseconds()
-	k := r.dedupHash(env, flag, variant, targetingKey)
+	k := r.dedupHash(env, flag, variant, targetingKey, run)
 	sh := &r.shards[k&(exposureShards-1)]
 	sh.mu.Lock()
 	if last, ok := sh.seen[k]; ok && at-last < window {
@@ -334,14 +359,18 @@ func (r *ExposureRecorder) expose(env, flag, variant, targetingKey string) {
 	}
 }
 
-// dedupHash identifies an exposure for de-duplication.
-func (r *ExposureRecorder) dedupHash(env, flag, variant, targetingKey string) uint64 {
+// dedupHash identifies an exposure for de-duplication: the user's variant
+// of the flag in one experiment run.
+func (r *ExposureRecorder) dedupHash(env, flag, variant, targetingKey string, run uint64) uint64 {
 	var h maphash.Hash
 	h.SetSeed(r.seed)
 	for _, s := range [4]string{env, flag, variant, targetingKey} {
 		_, _ = h.WriteString(s)
 		_ = h.WriteByte(0)
 	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], run)
+	_, _ = h.Write(b[:])
 	return h.Sum64()
 }
 
@@ -379,7 +408,7 @@ func (r *ExposureRecorder) Run(ctx context.Context) {
 		for {
 			select {
 			case it := <-r.queue:
-				if pending[it.env] == nil { // sized once: no regrowth per batch
+				if pending[it.env] == nil { // sized once, then truncated by flush
 					pending[it.env] = make([]experiments.Event, 0, r.cfg.Batch)
 				}
 				pending[it.env] = append(pending[it.env], experiments.Event{
@@ -414,16 +443,18 @@ func (r *ExposureRecorder) Run(ctx context.Context) {
 	}
 }
 
-// flush appends every environment's pending exposures and forgets them
-// (the log may keep the slices it was given).
+// flush appends every environment's pending exposures and truncates the
+// slices for reuse, so that batches do not allocate. The log must not keep
+// a slice after Append returns (redis.EventLog does not), as with io.Writer.
 func (r *ExposureRecorder) flush(ctx context.Context, pending map[string][]experiments.Event) {
 	for env, evs := range pending {
-		for len(evs) > 0 {
-			k := min(len(evs), r.cfg.Batch)
-			r.store(ctx, env, evs[:k])
-			evs = evs[k:]
+		for rest := evs; len(rest) > 0; {
+			k := min(len(rest), r.cfg.Batch)
+			r.store(ctx, env, rest[:k])
+			rest = rest[k:]
 		}
-		delete(pending, env)
+		clear(evs) // drop the strings the events hold
+		pending[env] = evs[:0]
 	}
 }
 

@@ -50,7 +50,7 @@ func newExposureHarness(t *testing.T, cfg ExposureConfig, run bool) *exposureHar
 	log := &fakeEvents{}
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
-	rec, err := NewExposureRecorder(log, cfg)
+	rec, err := NewExposureRecorder(copyingEvents{log}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +221,57 @@ func TestExposuresFollowFlagChanges(t *testing.T) {
 	}
 }
 
+// A user exposed in one experiment run is exposed again in the next (a
+// restart changes the targeting's salt; another experiment changes the
+// marker) even in the same variant and within the window; an edit of
+// another flag does not re-expose.
+func TestExposureDeduplicationPerRun(t *testing.T) {
+	xh := newExposureHarness(t, ExposureConfig{Window: time.Hour}, true)
+	b := "b"
+	put := func(key string, f *flags.Flag) {
+		t.Helper()
+		snap, err := xh.svc.PutFlag(context.Background(), "prod", key, f, flags.WriteOptions{Actor: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		xh.waitVersion("prod", snap.Version)
+	}
+	pricing := func(meta map[string]any, targeting string) *flags.Flag {
+		return &flags.Flag{State: flags.Enabled, Variants: map[string]any{"a": 1, "b": 2}, DefaultVariant: &b, Metadata: meta, Targeting: json.RawMessage(targeting)}
+	}
+	steps := []struct {
+		name      string
+		change    func()
+		wantDedup float64 // deduplicated so far
+	}{
+		{"first exposure", nil, 0},
+		{"same run", nil, 1},
+		{"another flag edited", func() {
+			put("plain", &flags.Flag{State: flags.Enabled, Variants: map[string]any{"b": true, "c": false}, DefaultVariant: &b})
+		}, 2},
+		{"restarted: new salt in the targeting", func() {
+			put("pricing", pricing(map[string]any{"experiment": "pricing-test", "team": "growth"}, `{"if": [{"in": ["r1", {"var": "targetingKey"}]}, "a", "b"]}`))
+		}, 2},
+		{"another experiment on the flag", func() {
+			put("pricing", pricing(map[string]any{"experiment": "pricing-test-2"}, `{"if": [{"in": ["r1", {"var": "targetingKey"}]}, "a", "b"]}`))
+		}, 2},
+		{"same run again", nil, 3},
+	}
+	for _, st := range steps {
+		if st.change != nil {
+			st.change()
+		}
+		xh.evalOne("pricing", `{"targetingKey":"u1"}`)
+		if got := testutil.ToFloat64(xh.rec.deduplicated); got != st.wantDedup {
+			t.Errorf("%s: deduplicated %v, want %v", st.name, got, st.wantDedup)
+		}
+	}
+	xh.stop()
+	if got, want := exposures(xh.log.all("prod")), []string{"pricing/b/u1", "pricing/b/u1", "pricing/b/u1"}; !slices.Equal(got, want) {
+		t.Errorf("exposures %q, want %q", got, want)
+	}
+}
+
 // A full queue drops (and counts) exposures instead of blocking the
 // evaluation; a dropped exposure is not remembered, so a later evaluation
 // records it.
@@ -247,22 +298,22 @@ func TestExposureDeduplicationWindowAndBound(t *testing.T) {
 	}
 	now := time.Unix(1e9, 0)
 	rec.now = func() time.Time { return now }
-	rec.expose("prod", "f", "on", "u1")
-	rec.expose("prod", "f", "on", "u1")
+	rec.expose("prod", "f", "on", "u1", 1)
+	rec.expose("prod", "f", "on", "u1", 1)
 	now = now.Add(59 * time.Second)
-	rec.expose("prod", "f", "on", "u1")
-	rec.expose("prod", "f", "off", "u1")   // another variant: a crossover the consumer must see
-	rec.expose("staging", "f", "on", "u1") // another environment
+	rec.expose("prod", "f", "on", "u1", 1)
+	rec.expose("prod", "f", "off", "u1", 1)   // another variant: a crossover the consumer must see
+	rec.expose("staging", "f", "on", "u1", 1) // another environment
 	if len(rec.queue) != 3 || testutil.ToFloat64(rec.deduplicated) != 2 {
 		t.Fatalf("queued %d, deduplicated %v; want 3 and 2", len(rec.queue), testutil.ToFloat64(rec.deduplicated))
 	}
 	now = now.Add(time.Second)
-	rec.expose("prod", "f", "on", "u1")
+	rec.expose("prod", "f", "on", "u1", 1)
 	if len(rec.queue) != 4 {
 		t.Errorf("after the window: queued %d, want 4", len(rec.queue))
 	}
 	for i := range 20_000 {
-		rec.expose("prod", "f", "on", fmt.Sprint("user-", i))
+		rec.expose("prod", "f", "on", fmt.Sprint("user-", i), 1)
 	}
 	total := 0
 	for i := range rec.shards {
@@ -294,7 +345,15 @@ func (f *flakyEvents) Append(ctx context.Context, env string, evs []experiments.
 	if fail {
 		return f.err
 	}
-	return f.fakeEvents.Append(ctx, env, evs)
+	return f.fakeEvents.Append(ctx, env, slices.Clone(evs))
+}
+
+// copyingEvents is a fakeEvents that keeps copies, as the recorder reuses
+// the slices it appends.
+type copyingEvents struct{ *fakeEvents }
+
+func (c copyingEvents) Append(ctx context.Context, env string, evs []experiments.Event) error {
+	return c.fakeEvents.Append(ctx, env, slices.Clone(evs))
 }
 
 func TestExposureStoreRetries(t *testing.T) {
@@ -365,7 +424,7 @@ func TestExposureRunBatchesAndFlushes(t *testing.T) {
 			return n
 		}
 		for i := range 4 {
-			rec.expose("prod", "f", "on", fmt.Sprint("u", i))
+			rec.expose("prod", "f", "on", fmt.Sprint("u", i), 1)
 		}
 		synctest.Wait()
 		if got := batches(); !slices.Equal(got, []int{3}) {
@@ -376,14 +435,14 @@ func TestExposureRunBatchesAndFlushes(t *testing.T) {
 		if got := batches(); !slices.Equal(got, []int{3, 1}) {
 			t.Fatalf("after the flush interval: batches %v, want [3 1]", got)
 		}
-		rec.expose("prod", "f", "on", "late-1")
-		rec.expose("dev", "f", "on", "late-2")
+		rec.expose("prod", "f", "on", "late-1", 1)
+		rec.expose("dev", "f", "on", "late-2", 1)
 		cancel()
 		<-done
 		if got := batches(); !slices.Equal(got, []int{3, 1, 1, 1}) {
 			t.Fatalf("after stopping: batches %v, want [3 1 1 1]", got)
 		}
-		rec.expose("prod", "f", "on", "after-stop")
+		rec.expose("prod", "f", "on", "after-stop", 1)
 		if testutil.ToFloat64(rec.dropped) != 1 || len(rec.queue) != 0 {
 			t.Errorf("an exposure after Run ended: dropped %v, queue %d", testutil.ToFloat64(rec.dropped), len(rec.queue))
 		}
@@ -405,7 +464,6 @@ func TestNewExposureRecorderErrors(t *testing.T) {
 		{name: "negative window", log: &fakeEvents{}, cfg: ExposureConfig{Window: -1}, want: "negative"},
 		{name: "negative queue", log: &fakeEvents{}, cfg: ExposureConfig{Queue: -1}, want: "negative"},
 		{name: "batch too large", log: &fakeEvents{}, cfg: ExposureConfig{Batch: 1001}, want: "over 1000"},
-		{name: "registered twice", log: &fakeEvents{}, cfg: ExposureConfig{Registerer: reg}, want: "duplicate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -414,6 +472,27 @@ func TestNewExposureRecorderErrors(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Two recorders on one registry share flagpole_exposures_total.
+func TestExposureRecordersShareARegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	first, err := NewExposureRecorder(&fakeEvents{}, ExposureConfig{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := NewExposureRecorder(&fakeEvents{}, ExposureConfig{Registerer: reg})
+	if err != nil {
+		t.Fatalf("second recorder on the registry: %v", err)
+	}
+	second.expose("prod", "f", "on", "u1", 1)
+	second.expose("prod", "f", "on", "u1", 1)
+	if got := testutil.ToFloat64(first.deduplicated); got != 1 {
+		t.Errorf("the first recorder's series reads %v, want the shared 1", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "flagpole_exposures_total"); err != nil || n != 4 {
+		t.Errorf("series on the registry: %d (%v), want 4", n, err)
 	}
 }
 
