@@ -88,16 +88,11 @@ func rolloutError(err error) error {
 
 func trimCanary(err error) string { return strings.ReplaceAll(err.Error(), "canary: ", "") }
 
-// rolloutReason is the body's reason, else X-Change-Reason.
-func rolloutReason(rc *reqCtx, body string) (string, error) {
-	reason := body
-	if reason == "" {
-		reason = rc.Request().Header.Get("X-Change-Reason")
-	}
-	if len(reason) > maxReasonLen {
-		return "", badRequest("reason", fmt.Sprintf("must be at most %d bytes", maxReasonLen))
-	}
-	return reason, nil
+// rolloutReason is the body's reason, else X-Change-Reason, checked as
+// every admin write checks it (writeOptions).
+func rolloutReason(rc *reqCtx, k auth.Key, body string) (string, error) {
+	o, err := writeOptions(rc, k, body)
+	return o.Reason, err
 }
 
 // rolloutIn is the body of POST /environments/{env}/rollouts.
@@ -140,7 +135,7 @@ func (s *Server) createRollout(rc *reqCtx, k auth.Key) error {
 			return badRequest("startAt", fmt.Sprintf("%q is not an RFC 3339 time such as 2025-03-01T12:00:00Z", in.StartAt))
 		}
 	}
-	reason, err := rolloutReason(rc, in.Reason)
+	reason, err := rolloutReason(rc, k, in.Reason)
 	if err != nil {
 		return err
 	}
@@ -243,14 +238,12 @@ type reasonIn struct {
 }
 
 // optionalReason reads an optional {"reason"} body, else X-Change-Reason.
-func (s *Server) optionalReason(rc *reqCtx) (string, error) {
+func (s *Server) optionalReason(rc *reqCtx, k auth.Key) (string, error) {
 	var in reasonIn
-	if rc.Request().ContentLength != 0 && mediaType(rc.Request()) != "" {
-		if err := s.decodeJSONBody(rc, &in); err != nil {
-			return "", err
-		}
+	if err := s.optionalJSONBody(rc, &in); err != nil {
+		return "", err
 	}
-	return rolloutReason(rc, in.Reason)
+	return rolloutReason(rc, k, in.Reason)
 }
 
 func (s *Server) rolloutAction(rc *reqCtx, k auth.Key) error {
@@ -274,7 +267,7 @@ func (s *Server) rolloutAction(rc *reqCtx, k auth.Key) error {
 	if err := s.rolloutAccess(k, env); err != nil {
 		return err
 	}
-	reason, err := s.optionalReason(rc)
+	reason, err := s.optionalReason(rc, k)
 	if err != nil {
 		return err
 	}
@@ -307,12 +300,10 @@ func (s *Server) killFlag(rc *reqCtx, k auth.Key) error {
 		return newError(http.StatusNotFound, codeNotFound, fmt.Sprintf("flag %q does not exist", key), Detail{Field: "key", Problem: "does not exist"})
 	}
 	var in killIn
-	if rc.Request().ContentLength != 0 && mediaType(rc.Request()) != "" {
-		if err := s.decodeJSONBody(rc, &in); err != nil {
-			return err
-		}
+	if err := s.optionalJSONBody(rc, &in); err != nil {
+		return err
 	}
-	reason, err := rolloutReason(rc, in.Reason)
+	reason, err := rolloutReason(rc, k, in.Reason)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -303,5 +304,70 @@ func TestRolloutsNotConfigured(t *testing.T) {
 		if r := h.do(req{method: "POST", path: p, key: h.admin, body: `{}`}); r.status != http.StatusServiceUnavailable {
 			t.Errorf("%s: %d %s", p, r.status, r.body)
 		}
+	}
+}
+
+// TestRolloutOptionalBodies: a rollout action's and the kill switch's
+// optional body is read however it is sent: an empty chunked body is no
+// body, a chunked reason is recorded, and a body that is not JSON is
+// refused (415) rather than silently dropped with its reason.
+func TestRolloutOptionalBodies(t *testing.T) {
+	h := newRolloutHarness(t)
+	for _, tc := range []struct {
+		name        string
+		path        string // "" is the rollout's pause
+		body        string
+		chunked     bool
+		contentType string
+		status      int
+		reason      string
+	}{
+		{name: "empty chunked JSON body", chunked: true, contentType: "application/json", status: 200},
+		{name: "chunked reason", body: `{"reason":"looking"}`, chunked: true, contentType: "application/json", status: 200, reason: "looking"},
+		{name: "reason without a content type", body: `{"reason":"looking"}`, status: http.StatusUnsupportedMediaType},
+		{name: "kill with an empty chunked JSON body", path: "/api/v1/flags/checkout/kill", chunked: true, contentType: "application/json", status: 200},
+		{name: "kill reason without a content type", path: "/api/v1/flags/checkout/kill", body: `{"variant":"off"}`, status: http.StatusUnsupportedMediaType},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := tc.path
+			if path == "" {
+				r := h.do(req{method: "POST", path: "/api/v1/environments/prod/rollouts", key: h.admin, body: startBody})
+				id, _ := r.json(t)["id"].(string)
+				t.Cleanup(func() {
+					h.do(req{method: "POST", path: "/api/v1/environments/prod/rollouts/" + id + "/abort", key: h.admin})
+				})
+				path = "/api/v1/environments/prod/rollouts/" + id + "/pause"
+			}
+			hr, err := http.NewRequest("POST", h.ts.URL+path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.chunked {
+				hr.ContentLength, hr.TransferEncoding = -1, []string{"chunked"}
+				hr.Body = io.NopCloser(strings.NewReader(tc.body))
+			}
+			if tc.contentType != "" {
+				hr.Header.Set("Content-Type", tc.contentType)
+			}
+			hr.Header.Set("Authorization", "Bearer "+h.admin)
+			res, err := http.DefaultClient.Do(hr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, _ := io.ReadAll(res.Body)
+			if res.StatusCode != tc.status {
+				t.Fatalf("%d %s, want %d", res.StatusCode, body, tc.status)
+			}
+			if tc.path == "" && tc.status == 200 {
+				var ro canary.StoredRollout
+				if err := json.Unmarshal(body, &ro); err != nil {
+					t.Fatal(err)
+				}
+				if last := ro.History[len(ro.History)-1]; last.Event != canary.EventPaused || last.Reason != tc.reason {
+					t.Errorf("last event %s %q, want paused %q", last.Event, last.Reason, tc.reason)
+				}
+			}
+		})
 	}
 }

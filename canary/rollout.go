@@ -225,8 +225,12 @@ var (
 // BasisPoints is the fractional weight of the new variant at percent p.
 func BasisPoints(p float64) int { return int(math.Round(p * 100)) }
 
-// FormatPercent writes p as "5%" or "0.5%".
-func FormatPercent(p float64) string { return strconv.FormatFloat(p, 'f', -1, 64) + "%" }
+// FormatPercent writes p as "5%", "0.5%" or "0.25%": rounded to the two
+// decimals a rollout's percentages have, so that arithmetic noise
+// (33.330000000000005) does not show.
+func FormatPercent(p float64) string {
+	return strconv.FormatFloat(math.Round(p*100)/100, 'f', -1, 64) + "%"
+}
 
 // NewRolloutID returns a fresh rollout ID: "ro_" and 16 hexadecimal digits.
 func NewRolloutID() string {

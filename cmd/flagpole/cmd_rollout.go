@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/flagpole/flagpole/canary"
 )
 
 // Progressive flag rollouts in the CLI: `flagpole rollout ...` and the kill
@@ -170,7 +172,7 @@ func (r *rolloutJSON) stepLabel() string {
 func (r *rolloutJSON) plan(arrow string) string {
 	parts := make([]string, len(r.Steps))
 	for i, s := range r.Steps {
-		parts[i] = fmtPercent(s.Percent)
+		parts[i] = canary.FormatPercent(s.Percent)
 		if i == r.Step && !rolloutEnded(r.State) && r.State != rolloutScheduled {
 			parts[i] = "[" + parts[i] + "]"
 		}
@@ -236,11 +238,6 @@ func (r *rolloutJSON) evidenceText() string {
 		s = s[:297] + "..."
 	}
 	return s
-}
-
-// fmtPercent renders a percentage without needless decimals: 1%, 2.5%, 0.25%.
-func fmtPercent(p float64) string {
-	return strconv.FormatFloat(math.Round(p*100)/100, 'f', -1, 64) + "%"
 }
 
 // shortDuration renders d without zero units: 10m, 1h30m, 2.5s, 0s.
@@ -498,7 +495,7 @@ func parseSteps(spec string, dur time.Duration, template string, values map[stri
 			return nil, fmt.Errorf("step %d: %s%% has more than two decimals", i+1, pct)
 		}
 		if n := len(steps); n > 0 && p <= steps[n-1].Percent {
-			return nil, fmt.Errorf("step %d: %s%% must be more than the step before (%s)", i+1, pct, fmtPercent(steps[n-1].Percent))
+			return nil, fmt.Errorf("step %d: %s%% must be more than the step before (%s)", i+1, pct, canary.FormatPercent(steps[n-1].Percent))
 		}
 		s := rolloutStep{Percent: p}
 		if hasDur {
@@ -519,7 +516,7 @@ func parseSteps(spec string, dur time.Duration, template string, values map[stri
 				}
 			}
 			if s.MinDuration == "" && s.Analysis == nil {
-				return nil, fmt.Errorf("step %d (%s) needs a minimum duration or an analysis gate: give --step-duration, --template or %s:DURATION", i+1, fmtPercent(p), pct)
+				return nil, fmt.Errorf("step %d (%s) needs a minimum duration or an analysis gate: give --step-duration, --template or %s:DURATION", i+1, canary.FormatPercent(p), pct)
 			}
 		}
 		steps = append(steps, s)
@@ -634,7 +631,7 @@ func (a *app) printRollout(r *rolloutJSON, now time.Time) error {
 	fmt.Fprintf(tw, "flag:\t%s in %s\n", r.Flag, r.Env)
 	fmt.Fprintf(tw, "variant:\t%s replacing %s\n", r.Variant, r.From)
 	fmt.Fprintf(tw, "state:\t%s\n", r.stateText())
-	fmt.Fprintf(tw, "progress:\t%s %s (%s)\n", progressBar(r.Percent, 20, false), fmtPercent(r.Percent), r.stepLabel())
+	fmt.Fprintf(tw, "progress:\t%s %s (%s)\n", progressBar(r.Percent, 20, false), canary.FormatPercent(r.Percent), r.stepLabel())
 	switch {
 	case r.State == rolloutScheduled:
 		fmt.Fprintf(tw, "starts:\t%s\n", formatTime(r.StartAt))
@@ -682,7 +679,7 @@ func (a *app) printRollout(r *rolloutJSON, now time.Time) error {
 				gate += " (" + strings.Join(kv, ", ") + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s %d\t%s\t%s\t%s\n", mark, i+1, fmtPercent(s.Percent), orDash(s.MinDuration.String()), gate)
+		fmt.Fprintf(tw, "%s %d\t%s\t%s\t%s\n", mark, i+1, canary.FormatPercent(s.Percent), orDash(s.MinDuration.String()), gate)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -694,7 +691,7 @@ func (a *app) printRollout(r *rolloutJSON, now time.Time) error {
 	tw = newTable(a.stdout)
 	fmt.Fprintln(tw, "TIME\tEVENT\tSTEP\tPERCENT\tACTOR\tREASON")
 	for _, e := range r.History {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", formatTime(e.Time), e.Event, e.Step+1, fmtPercent(e.Percent), orDash(e.Actor), orDash(e.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", formatTime(e.Time), e.Event, e.Step+1, canary.FormatPercent(e.Percent), orDash(e.Actor), orDash(e.Reason))
 	}
 	return tw.Flush()
 }
@@ -782,7 +779,7 @@ func (a *app) rolloutListCommand(cf *clientFlags, env *envFlag) *cobra.Command {
 			fmt.Fprintln(tw, "ID\tFLAG\tVARIANT\tSTATE\tSTEP\tPERCENT\tVERDICT\tUPDATED")
 			for _, x := range out.Rollouts {
 				fmt.Fprintf(tw, "%s\t%s\t%s→%s\t%s\t%d/%d\t%s\t%s\t%s\n", x.ID, x.Flag, x.From, x.Variant, x.State,
-					min(x.Step+1, len(x.Steps)), len(x.Steps), fmtPercent(x.Percent), orDash(x.Verdict), formatTime(x.UpdatedAt))
+					min(x.Step+1, len(x.Steps)), len(x.Steps), canary.FormatPercent(x.Percent), orDash(x.Verdict), formatTime(x.UpdatedAt))
 			}
 			return tw.Flush()
 		},
@@ -829,7 +826,7 @@ func (a *app) rolloutActionCommand(cf *clientFlags, env *envFlag, action, done, 
 			if cl.json {
 				return printRaw(a.stdout, r.body)
 			}
-			_, err = fmt.Fprintf(a.stdout, "rollout %s %s: %s is %s at %s (%s)\n", out.ID, done, out.Flag, out.State, fmtPercent(out.Percent), out.stepLabel())
+			_, err = fmt.Fprintf(a.stdout, "rollout %s %s: %s is %s at %s (%s)\n", out.ID, done, out.Flag, out.State, canary.FormatPercent(out.Percent), out.stepLabel())
 			return err
 		},
 	}

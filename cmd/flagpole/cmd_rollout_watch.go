@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/flagpole/flagpole/canary"
 )
 
 // `flagpole rollout watch`: a live progress view of one rollout until it
@@ -125,7 +127,7 @@ func (a *app) watchRollout(cmd *cobra.Command, cl *client, env, id string, o *wa
 	r, err := w.run(ctx)
 	if err != nil {
 		if ctx.Err() != nil && cmd.Context().Err() == nil && r != nil {
-			return &exitError{code: exitInconclusive, msg: fmt.Sprintf("rollout %s: still %s at %s (%s) after --timeout %s", id, r.State, fmtPercent(r.Percent), r.stepLabel(), o.timeout)}
+			return &exitError{code: exitInconclusive, msg: fmt.Sprintf("rollout %s: still %s at %s (%s) after --timeout %s", id, r.State, canary.FormatPercent(r.Percent), r.stepLabel(), o.timeout)}
 		}
 		if ctx.Err() != nil && cmd.Context().Err() == nil {
 			return &exitError{code: exitInconclusive, msg: fmt.Sprintf("rollout %s: no answer from the server within --timeout %s", id, o.timeout)}
@@ -242,7 +244,7 @@ func (w *rolloutWatcher) show(r *rolloutJSON, raw []byte) error {
 
 // eventLine is one history entry as a permanent line.
 func eventLine(id string, e rolloutEvent) string {
-	s := fmt.Sprintf("%s  %s %s: step %d at %s", e.Time.UTC().Format("15:04:05"), id, e.Event, e.Step+1, fmtPercent(e.Percent))
+	s := fmt.Sprintf("%s  %s %s: step %d at %s", e.Time.UTC().Format("15:04:05"), id, e.Event, e.Step+1, canary.FormatPercent(e.Percent))
 	if e.Actor != "" {
 		s += " by " + e.Actor
 	}
@@ -254,7 +256,7 @@ func eventLine(id string, e rolloutEvent) string {
 
 // plainLine is the progress as one line, printed when it changes.
 func (w *rolloutWatcher) plainLine(r *rolloutJSON) string {
-	s := fmt.Sprintf("%s  %s %s %s %s %s", w.now().UTC().Format("15:04:05"), r.ID, r.stateText(), progressBar(r.Percent, 20, false), fmtPercent(r.Percent), r.stepLabel())
+	s := fmt.Sprintf("%s  %s %s %s %s %s", w.now().UTC().Format("15:04:05"), r.ID, r.stateText(), progressBar(r.Percent, 20, false), canary.FormatPercent(r.Percent), r.stepLabel())
 	if r.AnalysisID != "" || r.Verdict != "" {
 		s += ", gate " + gateText(r)
 	}
@@ -268,7 +270,7 @@ func (w *rolloutWatcher) plainLine(r *rolloutJSON) string {
 func (w *rolloutWatcher) block(r *rolloutJSON) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rollout %s: %s in %s, %s → %s\n", r.ID, r.Flag, r.Env, r.From, r.Variant)
-	fmt.Fprintf(&b, "  %s %6s  %s: %s\n", progressBar(r.Percent, 30, true), fmtPercent(r.Percent), r.stepLabel(), r.plan(" → "))
+	fmt.Fprintf(&b, "  %s %6s  %s: %s\n", progressBar(r.Percent, 30, true), canary.FormatPercent(r.Percent), r.stepLabel(), r.plan(" → "))
 	status := "  " + r.stateText()
 	switch {
 	case r.State == rolloutScheduled:
@@ -296,7 +298,7 @@ func (w *rolloutWatcher) summary(r *rolloutJSON) error {
 	var s string
 	switch r.State {
 	case rolloutSucceeded:
-		s = fmt.Sprintf("rollout %s SUCCEEDED: %s serves %s to %s", r.ID, r.Flag, r.Variant, fmtPercent(r.Percent))
+		s = fmt.Sprintf("rollout %s SUCCEEDED: %s serves %s to %s", r.ID, r.Flag, r.Variant, canary.FormatPercent(r.Percent))
 		if !r.EndedAt.IsZero() && !r.CreatedAt.IsZero() {
 			s += fmt.Sprintf(" (in %s)", shortDuration(r.EndedAt.Sub(r.CreatedAt).Round(time.Second)))
 		}
@@ -305,9 +307,9 @@ func (w *rolloutWatcher) summary(r *rolloutJSON) error {
 	case rolloutAborted:
 		s = fmt.Sprintf("rollout %s ABORTED at %s (%s): %s serves %s", r.ID, stepPercent(r), r.stepLabel(), r.Flag, servedText(r))
 	case rolloutRunning:
-		s = fmt.Sprintf("rollout %s is HOLDING at %s (%s) until promoted: flagpole rollout promote %s --env %s", r.ID, fmtPercent(r.Percent), r.stepLabel(), r.ID, w.env)
+		s = fmt.Sprintf("rollout %s is HOLDING at %s (%s) until promoted: flagpole rollout promote %s --env %s", r.ID, canary.FormatPercent(r.Percent), r.stepLabel(), r.ID, w.env)
 	default:
-		s = fmt.Sprintf("rollout %s is PAUSED at %s (%s) and needs attention: flagpole rollout resume|retry|abort %s --env %s", r.ID, fmtPercent(r.Percent), r.stepLabel(), r.ID, w.env)
+		s = fmt.Sprintf("rollout %s is PAUSED at %s (%s) and needs attention: flagpole rollout resume|retry|abort %s --env %s", r.ID, canary.FormatPercent(r.Percent), r.stepLabel(), r.ID, w.env)
 	}
 	if r.Reason != "" {
 		s += "\n  reason: " + r.Reason
@@ -322,9 +324,9 @@ func (w *rolloutWatcher) summary(r *rolloutJSON) error {
 // stepPercent is the percentage of the step the rollout ended at.
 func stepPercent(r *rolloutJSON) string {
 	if c := r.current(); c != nil {
-		return fmtPercent(c.Percent)
+		return canary.FormatPercent(c.Percent)
 	}
-	return fmtPercent(r.Percent)
+	return canary.FormatPercent(r.Percent)
 }
 
 // servedText says which variant a stopped rollout left the flag serving.
@@ -338,5 +340,5 @@ func servedText(r *rolloutJSON) string {
 	case 100:
 		return r.Variant + " to everyone"
 	}
-	return fmt.Sprintf("%s to %s", r.Variant, fmtPercent(r.Percent))
+	return fmt.Sprintf("%s to %s", r.Variant, canary.FormatPercent(r.Percent))
 }
