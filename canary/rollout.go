@@ -424,9 +424,11 @@ func (r *Rollout) Resume(now time.Time, actor, reason string) error {
 	return nil
 }
 
-// Retry restarts a failed rollout, or one paused by its gate, at the step
-// that failed: the flag goes back to that step's split. Errors:
-// ErrRolloutState unless failed or paused.
+// Retry restarts a failed or paused rollout at its current step (the one
+// that failed, for a rollout failed or paused by its gate): the flag goes
+// back to that step's split, the evidence is cleared and a new analysis
+// starts. On a rollout someone paused it does what Resume does, recorded
+// as a retry. Errors: ErrRolloutState unless failed or paused.
 func (r *Rollout) Retry(now time.Time, actor, reason string) error {
 	if r.State != RolloutFailed && r.State != RolloutPaused {
 		return r.actionError("retry")

@@ -369,3 +369,32 @@ func TestBucketByFallsBackToTargetingKey(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryOfAPausedRollout pins the documented contract: retry accepts a
+// rollout paused by someone as well as one paused by its gate, and
+// restarts the step (as resume does) with a fresh analysis ID.
+func TestRetryOfAPausedRollout(t *testing.T) {
+	for _, byGate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pausedOnFail=%v", byGate), func(t *testing.T) {
+			r := canary.NewRollout("ro_retry", "prod", "f", "on", "off", []canary.RolloutStep{
+				{Percent: 10, Analysis: &canary.StepAnalysis{Template: "t"}}, {Percent: 100}}, canary.OnFailPause, "", time.Time{}, t0, "a", "")
+			r.Pending = false
+			r.AnalysisStarted(t0, r.NextRunID(), "ctl")
+			if byGate {
+				r.Evaluate(t0, &canary.Run{ID: r.AnalysisID, Phase: canary.PhaseFailed}, "ctl")
+			} else if err := r.Pause(t0, "bob", "looking"); err != nil {
+				t.Fatal(err)
+			}
+			if r.State != canary.RolloutPaused || r.PausedOnFail != byGate {
+				t.Fatalf("before the retry: %s pausedOnFail=%v", r.State, r.PausedOnFail)
+			}
+			before := r.NextRunID()
+			if err := r.Retry(t0, "bob", "again"); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if r.State != canary.RolloutRunning || r.Evidence != nil || r.NextRunID() == before || r.History[len(r.History)-1].Event != canary.EventRetried {
+				t.Errorf("after the retry: %s evidence=%v next run %s (was %s)", r.State, r.Evidence, r.NextRunID(), before)
+			}
+		})
+	}
+}

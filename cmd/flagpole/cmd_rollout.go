@@ -290,7 +290,7 @@ rollout (for retry: its latest failed or paused one). See docs/rollouts.md.`,
 		a.rolloutActionCommand(cf, env, "resume", "resumed", "Resume a paused rollout", []string{rolloutPaused}),
 		a.rolloutActionCommand(cf, env, "promote", "promoted", "Skip the remaining steps: serve the new variant to everyone", activeRolloutStates),
 		a.rolloutActionCommand(cf, env, "abort", "aborted", "Stop a rollout and serve the old variant to everyone again", activeRolloutStates),
-		a.rolloutActionCommand(cf, env, "retry", "retried", "Restart a failed (or paused-on-fail) rollout at the step that failed", []string{rolloutFailed, rolloutPaused}),
+		a.rolloutActionCommand(cf, env, "retry", "retried", "Restart a failed or paused rollout at its step (the one that failed), with a new analysis", []string{rolloutFailed, rolloutPaused}),
 		a.rolloutWatchCommand(cf, env),
 	)
 	return cmd
