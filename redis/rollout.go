@@ -26,6 +26,13 @@ import (
 //	PREFIX{rollouts}:all       sorted set: rollout IDs by creation (ms)
 //	PREFIX{rollouts}:active    hash: "ENV/FLAG" → ID of its active rollout
 //	PREFIX{rollouts}:due       sorted set: IDs of rollouts with a wake time, by it (ms, rounded up)
+//	PREFIX{rollouts}:ended     sorted set: IDs of ended rollouts, by when they ended (ms)
+//
+// Retention: creating a rollout deletes (with their leases and index
+// entries) up to maxRolloutTrim rollouts that ended more than
+// RolloutRetention before the new one's creation, so that the store, and
+// every listing that walks "all", stays bounded. A rollout retried after
+// it ended leaves "ended" again.
 //
 // Environment names and flag keys never contain '/', so "ENV/FLAG" is
 // unambiguous. Lease times are the callers' clocks, as for analysis runs.
@@ -36,16 +43,35 @@ func (k keyspace) rolloutLease(id string) string { return k.rolloutTag() + "leas
 func (k keyspace) rolloutsAll() string           { return k.rolloutTag() + "all" }
 func (k keyspace) rolloutsActive() string        { return k.rolloutTag() + "active" }
 func (k keyspace) rolloutsDue() string           { return k.rolloutTag() + "due" }
+func (k keyspace) rolloutsEnded() string         { return k.rolloutTag() + "ended" }
+
+// RolloutRetention is how long an ended rollout is kept: the next rollout
+// created after that deletes it.
+const RolloutRetention = 30 * 24 * time.Hour
+
+// maxRolloutTrim bounds the expired rollouts one creation deletes.
+const maxRolloutTrim = 100
 
 var _ canary.RolloutStore = (*Store)(nil)
 
-// createRolloutScript stores a new rollout at version 1 and indexes it.
-// KEYS: rollout, all, active, due. ARGV: id, doc, op token, env, flag,
-// state, created (ms), active key ("" when not active), wake ("" none).
+// createRolloutScript stores a new rollout at version 1 and indexes it,
+// after deleting the rollouts that ended before the retention cutoff.
+// KEYS: rollout, all, active, due, ended. ARGV: id, doc, op token, env,
+// flag, state, created (ms), active key ("" when not active), wake (""
+// none), cutoff (ms), the rollout key tag, trim limit. The expired
+// rollouts' hash and lease keys are built from the tag: they share the
+// {rollouts} hash slot with the declared keys.
 var createRolloutScript = goredis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'op') == ARGV[3] then return {'ok', redis.call('HGET', KEYS[1], 'version')} end
   return {'exists'}
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[10], 'LIMIT', 0, tonumber(ARGV[12]))
+for _, old in ipairs(expired) do
+  redis.call('DEL', ARGV[11] .. 'r:' .. old, ARGV[11] .. 'lease:' .. old)
+  redis.call('ZREM', KEYS[2], old)
+  redis.call('ZREM', KEYS[4], old)
+  redis.call('ZREM', KEYS[5], old)
 end
 if ARGV[8] ~= '' then
   local holder = redis.call('HGET', KEYS[3], ARGV[8])
@@ -60,9 +86,9 @@ return {'ok', '1'}
 
 // updateRolloutScript replaces a rollout at the expected version, fenced
 // by the lease token when one is given, and moves it in the indexes.
-// KEYS: rollout, lease, active, due. ARGV: id, expected version, doc, op
-// token, token ("0": none), env, flag, state, active key, active ("1"/"0"),
-// wake ("" none).
+// KEYS: rollout, lease, active, due, ended. ARGV: id, expected version,
+// doc, op token, token ("0": none), env, flag, state, active key, active
+// ("1"/"0"), wake ("" none), ended (ms; "" while not ended).
 var updateRolloutScript = goredis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'version')
 if not cur then return {'notfound'} end
@@ -84,6 +110,7 @@ end
 local v = string.format('%d', tonumber(cur) + 1)
 redis.call('HSET', KEYS[1], 'version', v, 'doc', ARGV[3], 'op', ARGV[4], 'state', ARGV[8])
 if ARGV[11] == '' then redis.call('ZREM', KEYS[4], ARGV[1]) else redis.call('ZADD', KEYS[4], ARGV[11], ARGV[1]) end
+if ARGV[12] == '' then redis.call('ZREM', KEYS[5], ARGV[1]) else redis.call('ZADD', KEYS[5], ARGV[12], ARGV[1]) end
 return {'ok', v}
 `)
 
@@ -118,6 +145,19 @@ func rolloutWake(r *canary.Rollout) string {
 
 func rolloutActiveKey(r *canary.Rollout) string { return r.Env + "/" + r.Flag }
 
+// endedMS is an ended rollout's score in the retention index ("" while it
+// has not ended).
+func endedMS(r *canary.Rollout) string {
+	if !r.State.Terminal() {
+		return ""
+	}
+	at := r.EndedAt
+	if at.IsZero() {
+		at = r.UpdatedAt
+	}
+	return ms(at)
+}
+
 func decodeRollout(id, doc string, version int64) (canary.StoredRollout, error) {
 	sr := canary.StoredRollout{Version: version}
 	if err := json.Unmarshal([]byte(doc), &sr.Rollout); err != nil {
@@ -144,8 +184,9 @@ func (s *Store) CreateRollout(ctx context.Context, r *canary.Rollout) (sr canary
 		active = rolloutActiveKey(r)
 	}
 	err = s.cwrite(func(fx *effects) error {
-		keys := []string{s.keys.rollout(r.ID), s.keys.rolloutsAll(), s.keys.rolloutsActive(), s.keys.rolloutsDue()}
-		args := []any{r.ID, doc, newToken(), r.Env, r.Flag, string(r.State), ms(r.CreatedAt), active, rolloutWake(r)}
+		keys := []string{s.keys.rollout(r.ID), s.keys.rolloutsAll(), s.keys.rolloutsActive(), s.keys.rolloutsDue(), s.keys.rolloutsEnded()}
+		args := []any{r.ID, doc, newToken(), r.Env, r.Flag, string(r.State), ms(r.CreatedAt), active, rolloutWake(r),
+			ms(r.CreatedAt.Add(-RolloutRetention)), s.keys.rolloutTag(), strconv.Itoa(maxRolloutTrim)}
 		res, err := createRolloutScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 		if err != nil {
 			return ctranslate("create rollout", err)
@@ -296,9 +337,9 @@ func (s *Store) UpdateRollout(ctx context.Context, u canary.RolloutUpdate) (sr c
 	}
 	var version int64
 	err = s.cwrite(func(fx *effects) error {
-		keys := []string{s.keys.rollout(r.ID), s.keys.rolloutLease(r.ID), s.keys.rolloutsActive(), s.keys.rolloutsDue()}
+		keys := []string{s.keys.rollout(r.ID), s.keys.rolloutLease(r.ID), s.keys.rolloutsActive(), s.keys.rolloutsDue(), s.keys.rolloutsEnded()}
 		args := []any{r.ID, strconv.FormatInt(u.IfVersion, 10), doc, newToken(), strconv.FormatInt(u.Token, 10),
-			r.Env, r.Flag, string(r.State), rolloutActiveKey(r), active, rolloutWake(r)}
+			r.Env, r.Flag, string(r.State), rolloutActiveKey(r), active, rolloutWake(r), endedMS(r)}
 		res, err := updateRolloutScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 		if err != nil {
 			return ctranslate("update rollout", err)
