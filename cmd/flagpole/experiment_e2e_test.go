@@ -49,7 +49,7 @@ const e2eExperiment = `{
 const (
 	xpUsers      = 20_000
 	xpOFREPShare = 2   // every other user is evaluated over OFREP, the rest in process
-	xpEarlyEvery = 40  // user i with i%40 == 1 (OFREP) bought before being exposed
+	xpEarlyEvery = 40  // user i with i%40 == 1 (OFREP) bought before the experiment started
 	xpGhosts     = 200 // users who buy but are never evaluated
 	xpWorkers    = 4   // concurrent OFREP clients
 )
@@ -130,11 +130,12 @@ func TestExperimentEndToEnd(t *testing.T) {
 		users[i] = xpUser{key: fmt.Sprintf("user-%05d", i), sdk: i%xpOFREPShare == 0, u: rng.Float64(), amount: 20 + 60*rng.Float64()}
 	}
 
-	// Purchases that must not count: before the buyer's exposure (a
-	// millisecond after the start; they are evaluated seconds later), and
-	// by users never exposed.
+	// Purchases that must not count: before the experiment started (so
+	// before the buyer's exposure by more than experiments.ExposureGrace
+	// allows for clock skew: the buyers are evaluated seconds later, which
+	// is inside the grace), and by users never exposed.
 	var uncounted []json.RawMessage
-	at := started.StartedAt.Add(time.Millisecond).UTC().Format(time.RFC3339Nano)
+	at := started.StartedAt.Add(-time.Millisecond).UTC().Format(time.RFC3339Nano)
 	for i := range users {
 		if !users[i].sdk && early(i) {
 			uncounted = append(uncounted, purchaseEvent(users[i].key, 50, at))
@@ -179,12 +180,16 @@ func TestExperimentEndToEnd(t *testing.T) {
 
 	// Wait until the consumer has folded every exposure and event sent,
 	// then read the results endpoint once.
+	// The purchases stamped before the start are ignored by the consumer
+	// (kind "ignored"); every other event is folded (kind "event").
 	tracked := purchases + int64(len(uncounted))
+	beforeStart := int64(len(uncounted) - xpGhosts)
 	poll(t, 40*time.Second, 50*time.Millisecond, "every exposure and event folded", func() bool {
 		fams := scrapeMetrics(t, srv.url)
 		exp, _ := metricValue(fams, "flagpole_experiment_events_folded_total", map[string]string{"kind": "exposure"})
 		evs, _ := metricValue(fams, "flagpole_experiment_events_folded_total", map[string]string{"kind": "event"})
-		return exp >= xpUsers && evs >= float64(tracked)
+		ign, _ := metricValue(fams, "flagpole_experiment_events_folded_total", map[string]string{"kind": "ignored"})
+		return exp >= xpUsers && evs+ign >= float64(tracked)
 	})
 	t.Logf("folded %s after the start", time.Since(*started.StartedAt).Round(time.Millisecond))
 	var res experiments.Results
@@ -249,7 +254,8 @@ func TestExperimentEndToEnd(t *testing.T) {
 		{"flagpole_tracking_events_total", map[string]string{"type": "exposure", "result": "stored"}, xpUsers / 2},
 		{"flagpole_tracking_events_total", map[string]string{"type": "track", "result": "stored"}, float64(tracked)},
 		{"flagpole_experiment_events_folded_total", map[string]string{"kind": "exposure"}, xpUsers},
-		{"flagpole_experiment_events_folded_total", map[string]string{"kind": "event"}, float64(tracked)},
+		{"flagpole_experiment_events_folded_total", map[string]string{"kind": "event"}, float64(tracked - beforeStart)},
+		{"flagpole_experiment_events_folded_total", map[string]string{"kind": "ignored"}, float64(beforeStart)},
 		{"flagpole_experiment_consumer_lag", map[string]string{"env": "prod"}, 0},
 		{"flagpole_experiment_consumer_pending", map[string]string{"env": "prod"}, 0},
 		{"flagpole_experiments", map[string]string{"status": "running", "health": "healthy"}, 1},

@@ -240,9 +240,11 @@ type Expected struct {
 }
 
 // Traffic generates the events of users users of running experiment e
-// (seeded): an exposure each (after e started), a crossover for about one
-// user in 40, and purchases and visits before and after the exposure, the
-// treatment converting more. It returns them with what they fold into.
+// (seeded): an exposure each (a little over ExposureGrace after e
+// started), a crossover for about one user in 40, and purchases and visits
+// long before the exposure (not counted), within the grace before it
+// (counted) and after it, the treatment converting more. It returns them
+// with what they fold into.
 func Traffic(e *experiments.Experiment, users int, seed uint64) ([]experiments.Event, Expected) {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	start := T0
@@ -252,10 +254,11 @@ func Traffic(e *experiments.Experiment, users int, seed uint64) ([]experiments.E
 	want := Expected{Users: map[string]int64{}, Tallies: map[string]map[string]experiments.Tally{}, Arms: map[string]string{}}
 	var events []experiments.Event
 	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
+	grace := int(experiments.ExposureGrace / time.Millisecond)
 	for u := range users {
 		user := fmt.Sprintf("s%d-user-%d", seed, u)
 		a := e.Assign(user)
-		exposed := 1000 + rng.IntN(1000)
+		exposed := grace + 10_000 + rng.IntN(1000)
 		events = append(events, experiments.Event{Name: experiments.ExposureEvent, TargetingKey: user, FlagKey: e.FlagKey, Variant: a.Variant, Time: at(exposed)})
 		cross := rng.IntN(40) == 0
 		if cross {
@@ -274,15 +277,23 @@ func Traffic(e *experiments.Experiment, users int, seed uint64) ([]experiments.E
 			p = 0.3
 		}
 		for range 1 + rng.IntN(3) {
-			ms := rng.IntN(3000)
+			var ms int
+			switch rng.IntN(3) {
+			case 0: // long before the exposure, beyond the grace
+				ms = rng.IntN(3000)
+			case 1: // within the grace before it
+				ms = exposed - 1 - rng.IntN(grace-1)
+			default: // after it
+				ms = exposed + rng.IntN(3000)
+			}
 			events = append(events, experiments.Event{Name: "visit", TargetingKey: user, Time: at(ms)})
-			if ms >= exposed && !cross {
+			if ms >= exposed-grace && !cross {
 				addTally(want.Tallies, user, "visit", 0)
 			}
 			if rng.Float64() < p {
 				v := math.Round(rng.ExpFloat64()*8000) / 100
 				events = append(events, experiments.Event{Name: "purchase", TargetingKey: user, Value: &v, Time: at(ms + 1)})
-				if ms+1 >= exposed && !cross {
+				if ms+1 >= exposed-grace && !cross {
 					addTally(want.Tallies, user, "purchase", v)
 				}
 			}
