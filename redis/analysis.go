@@ -755,33 +755,58 @@ func (s *Store) Measurements(ctx context.Context, runID string, after, limit int
 func (s *Store) AcquireLease(ctx context.Context, runID, owner string, now time.Time, ttl time.Duration) (l canary.Lease, err error) {
 	done := cdone(s.met.start("acquire_lease"))
 	defer func() { done(err) }()
-	if err := canary.CheckLeaseRequest(runID, owner, ttl); err != nil {
+	return s.acquireLease(ctx, s.runLeased(runID), owner, now, ttl)
+}
+
+// leased names what a lease fences, for the scripts' keys and the errors:
+// an analysis run (runLeased) or a rollout (rolloutLeased).
+type leased struct {
+	what   string // the noun errors name: "run" or "rollout"
+	id     string
+	valid  bool   // whether id is well formed; a malformed one is never stored
+	lease  string // the lease key
+	object string // the leased object's key, which must exist to be leased
+	op     string // the redis error's operation, after "acquire " or "release "
+}
+
+func (s *Store) runLeased(id string) leased {
+	return leased{what: "run", id: id, valid: canary.CheckRunID(id) == nil, lease: s.keys.runLease(id), object: s.keys.run(id), op: "lease"}
+}
+
+func (s *Store) rolloutLeased(id string) leased {
+	return leased{what: "rollout", id: id, valid: canary.CheckRolloutID(id) == nil, lease: s.keys.rolloutLease(id), object: s.keys.rollout(id), op: "rollout lease"}
+}
+
+// acquireLease runs acquireLeaseScript for AcquireLease and
+// AcquireRolloutLease, with their error contract.
+func (s *Store) acquireLease(ctx context.Context, t leased, owner string, now time.Time, ttl time.Duration) (l canary.Lease, err error) {
+	if err := canary.CheckLeaseRequest(t.id, owner, ttl); err != nil {
 		return l, err
 	}
-	if canary.CheckRunID(runID) != nil {
-		return l, fmt.Errorf("run %q: %w", runID, canary.ErrNotFound)
+	if !t.valid {
+		return l, fmt.Errorf("%s %q: %w", t.what, t.id, canary.ErrNotFound)
 	}
 	err = s.cwrite(func(fx *effects) error {
-		keys := []string{s.keys.runLease(runID), s.keys.run(runID)}
+		keys := []string{t.lease, t.object}
 		args := []any{owner, ms(now), strconv.FormatInt(ttl.Milliseconds(), 10)}
 		res, err := acquireLeaseScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 		if err != nil {
-			return ctranslate("acquire lease", err)
+			return ctranslate("acquire "+t.op, err)
 		}
 		switch {
 		case len(res) == 3 && res[0] == "ok":
-			if l, err = leaseFromReply(runID, owner, res); err != nil {
+			if l, err = leaseFromReply(t.id, owner, res); err != nil {
 				return err
 			}
 			fx.script(acquireLeaseScript, keys, args)
 			return nil
 		case len(res) == 1 && res[0] == "notfound":
-			return fmt.Errorf("run %s: %w", runID, canary.ErrNotFound)
+			return fmt.Errorf("%s %s: %w", t.what, t.id, canary.ErrNotFound)
 		case len(res) == 3 && res[0] == "held":
 			exp, _ := strconv.ParseInt(res[2], 10, 64)
-			return fmt.Errorf("run %s: held by %s until %s: %w", runID, res[1], time.UnixMilli(exp).UTC().Format(time.RFC3339Nano), canary.ErrLeaseHeld)
+			return fmt.Errorf("%s %s: held by %s until %s: %w", t.what, t.id, res[1], time.UnixMilli(exp).UTC().Format(time.RFC3339Nano), canary.ErrLeaseHeld)
 		}
-		return badReply("acquire lease", res)
+		return badReply("acquire "+t.op, res)
 	})
 	return l, err
 }
@@ -836,14 +861,21 @@ func (s *Store) RenewLease(ctx context.Context, l canary.Lease, now time.Time, t
 func (s *Store) ReleaseLease(ctx context.Context, l canary.Lease) (err error) {
 	done := cdone(s.met.start("release_lease"))
 	defer func() { done(err) }()
-	if l.Owner == "" || canary.CheckRunID(l.RunID) != nil {
+	return s.releaseLease(ctx, s.runLeased(l.RunID), l)
+}
+
+// releaseLease runs releaseLeaseScript for ReleaseLease and
+// ReleaseRolloutLease: a lease with no owner or a malformed ID is nothing
+// to release.
+func (s *Store) releaseLease(ctx context.Context, t leased, l canary.Lease) error {
+	if l.Owner == "" || !t.valid {
 		return nil
 	}
 	return s.cwrite(func(fx *effects) error {
-		keys, args := []string{s.keys.runLease(l.RunID)}, []any{l.Owner, strconv.FormatInt(l.Token, 10)}
+		keys, args := []string{t.lease}, []any{l.Owner, strconv.FormatInt(l.Token, 10)}
 		n, err := releaseLeaseScript.Run(ctx, s.rdb, keys, args...).Int()
 		if err != nil {
-			return ctranslate("release lease", err)
+			return ctranslate("release "+t.op, err)
 		}
 		if n == 1 {
 			fx.script(releaseLeaseScript, keys, args)

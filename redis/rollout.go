@@ -395,35 +395,7 @@ func (s *Store) DueRollouts(ctx context.Context, now time.Time, limit int) (out 
 func (s *Store) AcquireRolloutLease(ctx context.Context, id, owner string, now time.Time, ttl time.Duration) (l canary.Lease, err error) {
 	done := rdone(s.met.start("acquire_rollout_lease"))
 	defer func() { done(err) }()
-	if err := canary.CheckLeaseRequest(id, owner, ttl); err != nil {
-		return l, err
-	}
-	if canary.CheckRolloutID(id) != nil {
-		return l, fmt.Errorf("rollout %q: %w", id, canary.ErrNotFound)
-	}
-	err = s.cwrite(func(fx *effects) error {
-		keys := []string{s.keys.rolloutLease(id), s.keys.rollout(id)}
-		args := []any{owner, ms(now), strconv.FormatInt(ttl.Milliseconds(), 10)}
-		res, err := acquireLeaseScript.Run(ctx, s.rdb, keys, args...).StringSlice()
-		if err != nil {
-			return ctranslate("acquire rollout lease", err)
-		}
-		switch {
-		case len(res) == 3 && res[0] == "ok":
-			if l, err = leaseFromReply(id, owner, res); err != nil {
-				return err
-			}
-			fx.script(acquireLeaseScript, keys, args)
-			return nil
-		case len(res) == 1 && res[0] == "notfound":
-			return fmt.Errorf("rollout %s: %w", id, canary.ErrNotFound)
-		case len(res) == 3 && res[0] == "held":
-			exp, _ := strconv.ParseInt(res[2], 10, 64)
-			return fmt.Errorf("rollout %s: held by %s until %s: %w", id, res[1], time.UnixMilli(exp).UTC().Format(time.RFC3339Nano), canary.ErrLeaseHeld)
-		}
-		return badReply("acquire rollout lease", res)
-	})
-	return l, err
+	return s.acquireLease(ctx, s.rolloutLeased(id), owner, now, ttl)
 }
 
 // ReleaseRolloutLease implements canary.RolloutStore. Errors: wrapped
@@ -431,18 +403,5 @@ func (s *Store) AcquireRolloutLease(ctx context.Context, id, owner string, now t
 func (s *Store) ReleaseRolloutLease(ctx context.Context, l canary.Lease) (err error) {
 	done := rdone(s.met.start("release_rollout_lease"))
 	defer func() { done(err) }()
-	if l.Owner == "" || canary.CheckRolloutID(l.RunID) != nil {
-		return nil
-	}
-	return s.cwrite(func(fx *effects) error {
-		keys, args := []string{s.keys.rolloutLease(l.RunID)}, []any{l.Owner, strconv.FormatInt(l.Token, 10)}
-		n, err := releaseLeaseScript.Run(ctx, s.rdb, keys, args...).Int()
-		if err != nil {
-			return ctranslate("release rollout lease", err)
-		}
-		if n == 1 {
-			fx.script(releaseLeaseScript, keys, args)
-		}
-		return nil
-	})
+	return s.releaseLease(ctx, s.rolloutLeased(l.RunID), l)
 }
