@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flagpole/flagpole/canary"
+	"github.com/flagpole/flagpole/canary/internal/memlease"
 )
 
 // Memory is an in-process canary.Store for tests and single-process tools.
@@ -374,21 +375,7 @@ func (m *Memory) AcquireLease(ctx context.Context, runID, owner string, now time
 	if !ok {
 		return canary.Lease{}, fmt.Errorf("run %s: %w", runID, canary.ErrNotFound)
 	}
-	l := &mr.lease
-	live := l.Owner != "" && now.Before(l.ExpiresAt)
-	switch {
-	case live && l.Owner != owner:
-		return canary.Lease{}, fmt.Errorf("run %s: held by %s until %s: %w", runID, l.Owner, l.ExpiresAt.UTC().Format(time.RFC3339Nano), canary.ErrLeaseHeld)
-	case !live:
-		l.Token++
-	}
-	l.RunID, l.Owner, l.ExpiresAt = runID, owner, leaseExpiry(now, ttl)
-	return *l, nil
-}
-
-// leaseExpiry is now+ttl at millisecond precision, as a real store keeps it.
-func leaseExpiry(now time.Time, ttl time.Duration) time.Time {
-	return time.UnixMilli(now.Add(ttl).UnixMilli()).UTC()
+	return memlease.Acquire(&mr.lease, "run", runID, owner, now, ttl)
 }
 
 // RenewLease implements canary.Store.
@@ -404,12 +391,7 @@ func (m *Memory) RenewLease(ctx context.Context, l canary.Lease, now time.Time, 
 	if !ok {
 		return canary.Lease{}, fmt.Errorf("run %s: %w", l.RunID, canary.ErrNotFound)
 	}
-	cur := &mr.lease
-	if cur.Token != l.Token || cur.Owner != l.Owner {
-		return canary.Lease{}, fmt.Errorf("run %s: token %d, current lease %d: %w", l.RunID, l.Token, cur.Token, canary.ErrLeaseLost)
-	}
-	cur.ExpiresAt = leaseExpiry(now, ttl)
-	return *cur, nil
+	return memlease.Renew(&mr.lease, "run", l, now, ttl)
 }
 
 // ReleaseLease implements canary.Store.
@@ -418,8 +400,8 @@ func (m *Memory) ReleaseLease(ctx context.Context, l canary.Lease) error {
 		return err
 	}
 	defer m.mu.Unlock()
-	if mr, ok := m.runs[l.RunID]; ok && mr.lease.Token == l.Token && mr.lease.Owner == l.Owner && l.Owner != "" {
-		mr.lease.Owner, mr.lease.ExpiresAt = "", time.Time{}
+	if mr, ok := m.runs[l.RunID]; ok {
+		memlease.Release(&mr.lease, l)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flagpole/flagpole/canary"
+	"github.com/flagpole/flagpole/canary/internal/memlease"
 )
 
 // Memory is an in-process canary.RolloutStore for tests. It keeps rollouts
@@ -264,16 +265,7 @@ func (m *Memory) AcquireRolloutLease(ctx context.Context, id, owner string, now 
 	if !ok {
 		return canary.Lease{}, fmt.Errorf("rollout %s: %w", id, canary.ErrNotFound)
 	}
-	l := &mr.lease
-	live := l.Owner != "" && now.Before(l.ExpiresAt)
-	switch {
-	case live && l.Owner != owner:
-		return canary.Lease{}, fmt.Errorf("rollout %s: held by %s until %s: %w", id, l.Owner, l.ExpiresAt.UTC().Format(time.RFC3339Nano), canary.ErrLeaseHeld)
-	case !live:
-		l.Token++
-	}
-	l.RunID, l.Owner, l.ExpiresAt = id, owner, time.UnixMilli(now.Add(ttl).UnixMilli()).UTC()
-	return *l, nil
+	return memlease.Acquire(&mr.lease, "rollout", id, owner, now, ttl)
 }
 
 // ReleaseRolloutLease implements canary.RolloutStore.
@@ -282,8 +274,8 @@ func (m *Memory) ReleaseRolloutLease(ctx context.Context, l canary.Lease) error 
 		return err
 	}
 	defer m.mu.Unlock()
-	if mr, ok := m.rollouts[l.RunID]; ok && l.Owner != "" && mr.lease.Token == l.Token && mr.lease.Owner == l.Owner {
-		mr.lease.Owner, mr.lease.ExpiresAt = "", time.Time{}
+	if mr, ok := m.rollouts[l.RunID]; ok {
+		memlease.Release(&mr.lease, l)
 	}
 	return nil
 }
