@@ -28,15 +28,20 @@ import (
 //  1. when ARGV[2] is "1", every entry must still be pending for this
 //     consumer (another consumer may have claimed and folded it): else
 //     {'lost'} and nothing changes;
-//  2. every experiment must still be in the run the consumer computed with
-//     (else {'stale', i}) and every user state must still be what the
-//     consumer read (else {'retry'}): nothing changes;
+//  2. the environment's epoch must still be the one the consumer listed its
+//     running experiments at (else {'stale', '0'}: an experiment started,
+//     stopped, restarted or was deleted since), every experiment must still
+//     be in the run the consumer computed with (else {'stale', i}) and
+//     every user state must still be what the consumer read (else
+//     {'retry'}): nothing changes;
 //  3. the new user states are written, the statistics deltas added, the
 //     entries acknowledged and the cursor moved to the highest entry ID.
 //
-// KEYS: stream, cursor, then per experiment: exp, users, stats.
-// ARGV: group, check ("1"/"0"), consumer, nIDs, IDs…, nExps, then per
-// experiment: run, nUsers, (user, old, new)…, nStats, (field, delta)….
+// KEYS: stream, cursor, then per experiment: exp, users, stats, then the
+// epoch. ARGV: group, check ("1"/"0"), consumer, nIDs, IDs…, nExps, then
+// per experiment: run, nUsers, (user, old, new)…, nStats, (field, delta)…,
+// then the epoch's value ("" when unset). Records journaled before there
+// was an epoch have neither the key nor the value, and skip that check.
 var foldScript = goredis.NewScript(`
 local function idless(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -57,6 +62,9 @@ if ARGV[2] == '1' then
   end
 end
 local nexp = tonumber(ARGV[i]); i = i + 1
+if #KEYS == 3 + 3 * nexp and (redis.call('GET', KEYS[#KEYS]) or '') ~= ARGV[#ARGV] then
+  return {'stale', '0'}
+end
 local base = i
 for x = 1, nexp do
   local k = 3 + (x - 1) * 3
@@ -154,6 +162,7 @@ type ExperimentConsumer struct {
 
 type runCache struct {
 	at      time.Time
+	epoch   string // the environment's epoch, read before listing
 	folders []*experiments.Folder
 }
 
@@ -251,6 +260,13 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // FoldOnce reads and folds at most one batch of new entries per
 // environment without waiting, and returns how many entries it folded.
+// Errors: listing the environments fails with a wrapped
+// experiments.ErrUnavailable (also once the store is closed); otherwise
+// the failures of single environments (a store outage, a wrapped
+// experiments.ErrUnavailable; a batch that lost too many races, left
+// pending and retried later) are joined with errors.Join, and the other
+// environments are folded all the same. Entries of a failed batch stay
+// pending: nothing is acknowledged unless folded.
 func (c *ExperimentConsumer) FoldOnce(ctx context.Context) (int, error) { return c.fold(ctx, false) }
 
 func (c *ExperimentConsumer) envs(ctx context.Context) ([]string, error) {
@@ -329,6 +345,12 @@ func (c *ExperimentConsumer) read(ctx context.Context, env string, wait time.Dur
 
 // Claim takes over the entries pending for longer than ClaimIdle on any
 // consumer (presumed dead) and folds them; it returns how many it folded.
+// Errors: listing the environments fails with a wrapped
+// experiments.ErrUnavailable; otherwise the failures of single
+// environments (wrapped experiments.ErrUnavailable for a store outage) are
+// joined with errors.Join, and the other environments are claimed all the
+// same. Claimed entries that could not be folded stay pending on this
+// consumer and are claimed again after ClaimIdle.
 func (c *ExperimentConsumer) Claim(ctx context.Context) (int, error) {
 	envs, err := c.envs(ctx)
 	if err != nil {
@@ -467,17 +489,24 @@ func (c *ExperimentConsumer) RemoveIdleConsumers(ctx context.Context) (int, erro
 	return removed, errors.Join(errs...)
 }
 
-// running returns the folders of env's running experiments.
-func (c *ExperimentConsumer) running(ctx context.Context, env string, refresh bool) ([]*experiments.Folder, error) {
+// running returns the folders of env's running experiments and the
+// environment's epoch they were listed at. The epoch is read first: a
+// change between the two reads leaves the listing newer than the epoch, so
+// the fold script refuses it and the next attempt lists again.
+func (c *ExperimentConsumer) running(ctx context.Context, env string, refresh bool) (runCache, error) {
 	c.mu.Lock()
 	rc, ok := c.cache[env]
 	c.mu.Unlock()
 	if ok && !refresh && time.Since(rc.at) < c.o.Refresh {
-		return rc.folders, nil
+		return rc, nil
+	}
+	epoch, err := c.s.rdb.Get(ctx, c.s.keys.expEpoch(env)).Result()
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return runCache{}, xtranslate("read experiment epoch", err)
 	}
 	all, err := c.s.Experiments(ctx, env)
 	if err != nil {
-		return nil, err
+		return runCache{}, err
 	}
 	var folders []*experiments.Folder
 	for i := range all {
@@ -485,10 +514,11 @@ func (c *ExperimentConsumer) running(ctx context.Context, env string, refresh bo
 			folders = append(folders, experiments.NewFolder(&all[i].Experiment))
 		}
 	}
+	rc = runCache{at: time.Now(), epoch: epoch, folders: folders}
 	c.mu.Lock()
-	c.cache[env] = runCache{at: time.Now(), folders: folders}
+	c.cache[env] = rc
 	c.mu.Unlock()
-	return folders, nil
+	return rc, nil
 }
 
 // decodeStreamEvent decodes one stream entry; ok is false for a malformed one.
@@ -526,12 +556,12 @@ func (c *ExperimentConsumer) process(ctx context.Context, env string, msgs []gor
 	}
 	refresh := false
 	for attempt := 0; attempt < maxFoldAttempts; attempt++ {
-		folders, err := c.running(ctx, env, refresh)
+		rc, err := c.running(ctx, env, refresh)
 		if err != nil {
 			return err
 		}
-		work := make([]*expWork, len(folders))
-		for x, f := range folders {
+		work := make([]*expWork, len(rc.folders))
+		for x, f := range rc.folders {
 			w := &expWork{f: f, states: map[string]*experiments.UserState{}}
 			for i := range events {
 				if ok[i] && f.Relevant(&events[i]) {
@@ -586,6 +616,8 @@ func (c *ExperimentConsumer) process(ctx context.Context, env string, msgs []gor
 				body = append(body, fields[j], vals[j])
 			}
 		}
+		keys = append(keys, c.s.keys.expEpoch(env))
+		body = append(body, rc.epoch)
 		var res []string
 		err = c.s.xwrite(func(fx *effects) error {
 			var err error
@@ -594,9 +626,10 @@ func (c *ExperimentConsumer) process(ctx context.Context, env string, msgs []gor
 				return xtranslate("fold events", err)
 			}
 			if len(res) > 0 && res[0] == "ok" {
-				// Replayed without the pending check: a restarted embedded
-				// store has no consumer group.
-				fx.script(foldScript, keys, append([]any{consumerGroup, "0", c.o.Name, strconv.Itoa(len(ids))}, body...))
+				// Replayed without the pending check (a restarted embedded
+				// store has no consumer group) and without the epoch check
+				// (a replay must apply what was applied).
+				fx.script(foldScript, keys[:len(keys)-1], append([]any{consumerGroup, "0", c.o.Name, strconv.Itoa(len(ids))}, body[:len(body)-1]...))
 			}
 			return nil
 		})
@@ -662,7 +695,14 @@ func (c *ExperimentConsumer) readStates(ctx context.Context, env string, work []
 
 // RefreshMetrics recomputes the gauges: per environment the entries pending
 // and behind the stream head, experiments by status and health, and the
-// crossover users of running experiments.
+// crossover users of running experiments (an experiment no longer running
+// loses its series). Without a Registerer it does nothing and returns nil.
+// Errors: listing the environments fails with a wrapped
+// experiments.ErrUnavailable and no gauge changes; otherwise the failures
+// of single environments or experiments (wrapped
+// experiments.ErrUnavailable for a store outage) are joined with
+// errors.Join, the other gauges are refreshed all the same, and the
+// crossover series of an environment that failed are kept as they were.
 func (c *ExperimentConsumer) RefreshMetrics(ctx context.Context) error {
 	if c.met == nil {
 		return nil
@@ -674,6 +714,8 @@ func (c *ExperimentConsumer) RefreshMetrics(ctx context.Context) error {
 	counts := map[[2]string]float64{}
 	var errs []error
 	for _, env := range envs {
+		crossovers := map[string]float64{}
+		clean := true
 		groups, err := c.s.rdb.XInfoGroups(ctx, c.s.keys.events(env)).Result()
 		if err == nil {
 			for _, g := range groups {
@@ -695,13 +737,21 @@ func (c *ExperimentConsumer) RefreshMetrics(ctx context.Context) error {
 				obs, err := c.s.Observations(ctx, env, e)
 				if err != nil {
 					errs = append(errs, err)
+					clean = false
 					continue
 				}
 				r := experiments.Analyze(e, obs, time.Now())
 				health = string(r.Health.Status)
-				c.met.crossovers.WithLabelValues(env, e.Key).Set(float64(obs.Crossovers))
+				crossovers[e.Key] = float64(obs.Crossovers)
 			}
 			counts[[2]string{string(e.Status), health}]++
+		}
+		if clean {
+			// Stopped, archived and deleted experiments lose their series.
+			c.met.crossovers.DeletePartialMatch(prometheus.Labels{"env": env})
+		}
+		for key, n := range crossovers {
+			c.met.crossovers.WithLabelValues(env, key).Set(n)
 		}
 	}
 	c.met.experiments.Reset()

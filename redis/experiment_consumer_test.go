@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/flagpole/flagpole/experiments"
@@ -209,29 +211,52 @@ func TestFoldScriptChecks(t *testing.T) {
 		if _, err := s.rdb.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: consumerGroup, Consumer: "me", Streams: []string{key, ">"}, Block: -1}).Result(); err != nil {
 			t.Fatal(err)
 		}
-		keys := []string{key, s.keys.expCursor("prod"), s.keys.exp("prod", e.Key), s.keys.expUsers("prod", e.Key), s.keys.expStats("prod", e.Key)}
-		run := func(consumer, token, old string) []string {
-			res, err := foldScript.Run(ctx, s.rdb, keys, consumerGroup, "1", consumer, "1", id, "1", token, "1", "u1", old, `{"a":"old"}`, "1", "i:u:old", "1").StringSlice()
+		epoch, err := s.rdb.Get(ctx, s.keys.expEpoch("prod")).Result()
+		if err != nil {
+			t.Fatalf("epoch after creating a running experiment: %v", err)
+		}
+		// epoch "-" is a record journaled before there was an epoch: no
+		// epoch key, no epoch value, no check.
+		run := func(consumer, token, old, epoch string) []string {
+			keys := []string{key, s.keys.expCursor("prod"), s.keys.exp("prod", e.Key), s.keys.expUsers("prod", e.Key), s.keys.expStats("prod", e.Key)}
+			args := []any{consumerGroup, "1", consumer, "1", id, "1", token, "1", "u1", old, `{"a":"old"}`, "1", "i:u:old", "1"}
+			if epoch != "-" {
+				keys, args = append(keys, s.keys.expEpoch("prod")), append(args, epoch)
+			}
+			res, err := foldScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 			if err != nil {
 				t.Fatal(err)
 			}
 			return res
 		}
-		cases := []struct{ name, consumer, token, old, want string }{
-			{"entry pending on another consumer", "other", runToken(e), "", "lost"},
-			{"experiment in another run", "me", "running:9", "", "stale"},
-			{"user state changed meanwhile", "me", runToken(e), `{"a":"new"}`, "retry"},
-			{"applies", "me", runToken(e), "", "ok"},
-			{"already acknowledged", "me", runToken(e), `{"a":"old"}`, "lost"},
+		cases := []struct{ name, consumer, token, old, epoch, want string }{
+			{"entry pending on another consumer", "other", runToken(e), "", epoch, "lost"},
+			{"experiment in another run", "me", "running:9", "", epoch, "stale"},
+			{"experiments started or stopped since (epoch moved)", "me", runToken(e), "", epoch + "0", "stale"},
+			{"epoch never set, consumer read one", "me", runToken(e), "", "", "stale"},
+			{"user state changed meanwhile", "me", runToken(e), `{"a":"new"}`, epoch, "retry"},
+			{"applies", "me", runToken(e), "", epoch, "ok"},
+			{"already acknowledged", "me", runToken(e), `{"a":"old"}`, epoch, "lost"},
 		}
 		for _, tc := range cases {
-			if got := run(tc.consumer, tc.token, tc.old); got[0] != tc.want {
+			if got := run(tc.consumer, tc.token, tc.old, tc.epoch); got[0] != tc.want {
 				t.Errorf("%s: %v, want %s", tc.name, got, tc.want)
 			}
 		}
+		// A journaled record, replayed by a restarted embedded store: no
+		// pending check, no epoch; it applies whatever the epoch now is.
+		if err := s.rdb.Incr(ctx, s.keys.expEpoch("prod")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		replayed, err := foldScript.Run(ctx, s.rdb,
+			[]string{key, s.keys.expCursor("prod"), s.keys.exp("prod", e.Key), s.keys.expUsers("prod", e.Key), s.keys.expStats("prod", e.Key)},
+			consumerGroup, "0", "me", "1", id, "1", runToken(e), "1", "u2", "", `{"a":"new"}`, "1", "i:u:new", "1").StringSlice()
+		if err != nil || replayed[0] != "ok" {
+			t.Errorf("journaled record: %v, %v; want ok", replayed, err)
+		}
 		obs, _ := s.Observations(ctx, "prod", e)
-		if obs.Users["old"] != 1 {
-			t.Errorf("users = %v, want old: 1 (applied once)", obs.Users)
+		if obs.Users["old"] != 1 || obs.Users["new"] != 1 {
+			t.Errorf("users = %v, want old: 1 (applied once), new: 1 (the replayed record)", obs.Users)
 		}
 		if cur, _ := s.rdb.Get(ctx, s.keys.expCursor("prod")).Result(); cur != id {
 			t.Errorf("cursor = %q, want %q", cur, id)
@@ -568,6 +593,185 @@ func TestRemoveIdleConsumers(t *testing.T) {
 		}
 		if got := testutil.ToFloat64(self.met.removed); got != wantRemoved {
 			t.Errorf("consumers removed metric = %v, want %v", got, wantRemoved)
+		}
+	})
+}
+
+// TestConsumerSeesStartedExperiment: a consumer whose cache of running
+// experiments was built before an experiment started (and would keep it for
+// an hour) still folds the exposures and events appended right after the
+// start into it: the environment's epoch moved, so the fold script refuses
+// the cached view, and the consumer refreshes and folds again.
+func TestConsumerSeesStartedExperiment(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		draft := storetest.Sample("x")
+		if _, err := s.CreateExperiment(ctx, "prod", draft, storetest.T0); err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.ExperimentConsumer(ConsumerOptions{Name: "c", Refresh: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An event that counts nowhere makes the consumer cache the
+		// environment's running experiments: none.
+		if err := s.EventLog(0).Append(ctx, "prod", []experiments.Event{{Name: "purchase", TargetingKey: "nobody", Time: storetest.T0}}); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, c)
+		if rc, err := c.running(ctx, "prod", false); err != nil || len(rc.folders) != 0 {
+			t.Fatalf("cached running experiments = %d, %v; want none", len(rc.folders), err)
+		}
+
+		started := *draft
+		if err := started.Start(storetest.T0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.UpdateExperiment(ctx, "prod", &started, experiments.Write{At: storetest.T0.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		events, want := storetest.Traffic(&started, 200, 71)
+		if err := s.EventLog(0).Append(ctx, "prod", events); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, c)
+		obs, err := s.Observations(ctx, "prod", &started)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.CheckObservations(t, &started, obs, want)
+		if p, err := s.rdb.XPending(ctx, s.keys.events("prod"), consumerGroup).Result(); err != nil || p.Count != 0 {
+			t.Errorf("pending = %+v, %v; want every entry acknowledged", p, err)
+		}
+	})
+}
+
+// TestExperimentEpoch: the writes that change which experiments run, in
+// which run, or touch a running one bump the environment's epoch; the
+// others, and refused writes, do not.
+func TestExperimentEpoch(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		at := storetest.T0.Add(time.Hour)
+		d, r := storetest.Sample("d"), storetest.Running("r")
+		update := func(e *experiments.Experiment, change func(*experiments.Experiment) error) func() error {
+			return func() error {
+				if err := change(e); err != nil {
+					return err
+				}
+				_, err := s.UpdateExperiment(ctx, "prod", e, experiments.Write{At: at})
+				return err
+			}
+		}
+		edit := func(e *experiments.Experiment) error { e.Hypothesis += "!"; return nil }
+		steps := []struct {
+			name  string
+			write func() error
+			bumps bool
+		}{
+			{"create a draft", func() error { _, err := s.CreateExperiment(ctx, "prod", d, at); return err }, false},
+			{"edit a draft", update(d, edit), false},
+			{"create a running experiment", func() error { _, err := s.CreateExperiment(ctx, "prod", r, at); return err }, true},
+			{"start", update(d, func(e *experiments.Experiment) error { return e.Start(at) }), true},
+			{"edit a running experiment", update(d, edit), true},
+			{"restart", update(d, func(e *experiments.Experiment) error { return e.Restart(at, "salt-2") }), true},
+			{"stop", update(d, func(e *experiments.Experiment) error {
+				return e.Stop(at, experiments.StopDecision{Outcome: experiments.OutcomeNone})
+			}), true},
+			{"archive", update(d, func(e *experiments.Experiment) error { return e.Archive(at) }), true},
+			{"update refused: version conflict", func() error {
+				_, err := s.UpdateExperiment(ctx, "prod", r, experiments.Write{IfVersion: 99, At: at})
+				if !errors.Is(err, experiments.ErrConflict) {
+					return fmt.Errorf("got %v, want ErrConflict", err)
+				}
+				return nil
+			}, false},
+			{"delete refused: not found", func() error {
+				if err := s.DeleteExperiment(ctx, "prod", "nope", 0); !errors.Is(err, experiments.ErrNotFound) {
+					return fmt.Errorf("got %v, want ErrNotFound", err)
+				}
+				return nil
+			}, false},
+			{"delete a running experiment", func() error { return s.DeleteExperiment(ctx, "prod", "r", 0) }, true},
+		}
+		epoch := func() int64 {
+			t.Helper()
+			n, err := s.rdb.Get(ctx, s.keys.expEpoch("prod")).Int64()
+			if err != nil && !errors.Is(err, goredis.Nil) {
+				t.Fatal(err)
+			}
+			return n
+		}
+		for _, st := range steps {
+			before := epoch()
+			if err := st.write(); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			if moved := epoch() != before; moved != st.bumps {
+				t.Errorf("%s: epoch moved = %v, want %v", st.name, moved, st.bumps)
+			}
+		}
+	})
+}
+
+// TestCrossoverGaugeFollowsRunningExperiments: an experiment that stops or
+// is deleted loses its crossover series at the next refresh.
+func TestCrossoverGaugeFollowsRunningExperiments(t *testing.T) {
+	consumerStores(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		x, y := startExperiment(t, s, "prod", "x"), startExperiment(t, s, "prod", "y")
+		for i, e := range []*experiments.Experiment{x, y} {
+			events, _ := storetest.Traffic(e, 120, uint64(81+i))
+			if err := s.EventLog(0).Append(ctx, "prod", events); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, err := s.ExperimentConsumer(ConsumerOptions{Name: "c", Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		drain(t, c)
+		series := func() []string {
+			t.Helper()
+			if err := c.RefreshMetrics(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ch := make(chan prometheus.Metric, 10)
+			c.met.crossovers.Collect(ch)
+			close(ch)
+			var names []string
+			for m := range ch {
+				var d dto.Metric
+				if err := m.Write(&d); err != nil {
+					t.Fatal(err)
+				}
+				names = append(names, d.GetLabel()[0].GetValue()+"/"+d.GetLabel()[1].GetValue())
+			}
+			slices.Sort(names)
+			return names
+		}
+		steps := []struct {
+			name   string
+			change func() error
+			want   []string
+		}{
+			{"both running", func() error { return nil }, []string{"prod/x", "prod/y"}},
+			{"x stopped", func() error {
+				if err := x.Stop(storetest.T0.Add(time.Hour), experiments.StopDecision{Outcome: experiments.OutcomeNone}); err != nil {
+					return err
+				}
+				_, err := s.UpdateExperiment(ctx, "prod", x, experiments.Write{})
+				return err
+			}, []string{"prod/y"}},
+			{"y deleted", func() error { return s.DeleteExperiment(ctx, "prod", "y", 0) }, nil},
+		}
+		for _, st := range steps {
+			if err := st.change(); err != nil {
+				t.Fatalf("%s: %v", st.name, err)
+			}
+			if got := series(); !slices.Equal(got, st.want) {
+				t.Errorf("%s: crossover series %v, want %v", st.name, got, st.want)
+			}
 		}
 	})
 }

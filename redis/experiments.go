@@ -24,6 +24,7 @@ import (
 //	PREFIX{events:ENV}:xu:KEY        hash: targeting key → folded user state (experiments.UserState JSON)
 //	PREFIX{events:ENV}:xs:KEY        hash: folded statistics (see statField)
 //	PREFIX{events:ENV}:xcursor       string: the highest entry ID folded (recreates the group of an embedded store)
+//	PREFIX{events:ENV}:xepoch        string: counter of the changes to which experiments run and in which run
 //	PREFIX experiments:envs          set: environments that have (or had) experiments
 //
 // "run" is "<status>:<restarts>": the fold script folds into an experiment
@@ -36,6 +37,14 @@ import (
 // consumer computed with, a late event cannot recreate xu. Large keys are
 // deleted with UNLINK, so a million users' states are freed off Redis's
 // main thread.
+//
+// "xepoch" is bumped by every write that creates a running experiment,
+// changes an experiment's run or touches a running one, and by every
+// delete. A consumer caches the environment's running experiments together
+// with the epoch it read before listing them, and the fold script refuses a
+// batch computed at another epoch: an experiment that started after the
+// cache was built is never missed (its exposures and events would otherwise
+// be acknowledged without being folded into it).
 
 func (k keyspace) expTag(env string) string        { return k.events(env) + ":" }
 func (k keyspace) expSet(env string) string        { return k.expTag(env) + "exps" }
@@ -43,6 +52,7 @@ func (k keyspace) exp(env, key string) string      { return k.expTag(env) + "exp
 func (k keyspace) expUsers(env, key string) string { return k.expTag(env) + "xu:" + key }
 func (k keyspace) expStats(env, key string) string { return k.expTag(env) + "xs:" + key }
 func (k keyspace) expCursor(env string) string     { return k.expTag(env) + "xcursor" }
+func (k keyspace) expEpoch(env string) string      { return k.expTag(env) + "xepoch" }
 func (k keyspace) expEnvs() string                 { return k.prefix + "experiments:envs" }
 
 // consumerGroup is the consumer group that folds events into experiments.
@@ -55,19 +65,23 @@ func runToken(e *experiments.Experiment) string {
 	return string(e.Status) + ":" + strconv.Itoa(e.Restarts)
 }
 
-// createExpScript stores a new experiment. KEYS: exp, exps. ARGV: key, doc,
-// at (RFC 3339), run.
+// createExpScript stores a new experiment; one created running bumps the
+// epoch. KEYS: exp, exps, epoch (absent from records journaled before
+// there was one). ARGV: key, doc, at (RFC 3339), run.
 var createExpScript = goredis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', '1', 'created', ARGV[3], 'updated', ARGV[3], 'run', ARGV[4])
 redis.call('SADD', KEYS[2], ARGV[1])
+if KEYS[3] and string.match(ARGV[4], '^running:') then redis.call('INCR', KEYS[3]) end
 return {'ok', '1'}
 `)
 
 // updateExpScript replaces an experiment at the expected version; a new
 // restarts count discards the statistics, a run that is over (neither
-// draft nor running) discards the per-user states. KEYS: exp, users, stats.
-// ARGV: ifVersion (0: any), doc, at, run, restarts.
+// draft nor running) discards the per-user states. A write that changes
+// the run or leaves or finds the experiment running bumps the epoch.
+// KEYS: exp, users, stats, epoch (absent from records journaled before
+// there was one). ARGV: ifVersion (0: any), doc, at, run, restarts.
 var updateExpScript = goredis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return {'notfound'} end
@@ -79,19 +93,24 @@ if oldRestarts ~= ARGV[5] then
 elseif not string.match(ARGV[4], '^running:') and not string.match(ARGV[4], '^draft:') then
   redis.call('UNLINK', KEYS[2])
 end
+if KEYS[4] and (old ~= ARGV[4] or string.match(old, '^running:') or string.match(ARGV[4], '^running:')) then
+  redis.call('INCR', KEYS[4])
+end
 local nv = tostring(tonumber(v) + 1)
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', nv, 'updated', ARGV[3], 'run', ARGV[4])
 return {'ok', nv}
 `)
 
-// deleteExpScript removes an experiment and its statistics. KEYS: exp,
-// exps, users, stats. ARGV: key, ifVersion.
+// deleteExpScript removes an experiment and its statistics and bumps the
+// epoch. KEYS: exp, exps, users, stats, epoch (absent from records
+// journaled before there was one). ARGV: key, ifVersion.
 var deleteExpScript = goredis.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return {'notfound'} end
 if ARGV[2] ~= '0' and ARGV[2] ~= v then return {'conflict', v} end
 redis.call('UNLINK', KEYS[1], KEYS[3], KEYS[4])
 redis.call('SREM', KEYS[2], ARGV[1])
+if KEYS[5] then redis.call('INCR', KEYS[5]) end
 return {'ok'}
 `)
 
@@ -168,7 +187,7 @@ func (s *Store) CreateExperiment(ctx context.Context, env string, e *experiments
 		if err := s.ensureGroup(ctx, env, "$"); err != nil {
 			return err
 		}
-		keys := []string{s.keys.exp(env, e.Key), s.keys.expSet(env)}
+		keys := []string{s.keys.exp(env, e.Key), s.keys.expSet(env), s.keys.expEpoch(env)}
 		args := []any{e.Key, string(doc), at.Format(time.RFC3339Nano), runToken(e)}
 		res, err := createExpScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 		if err != nil {
@@ -301,7 +320,7 @@ func (s *Store) UpdateExperiment(ctx context.Context, env string, e *experiments
 				return err
 			}
 		}
-		keys := []string{s.keys.exp(env, e.Key), s.keys.expUsers(env, e.Key), s.keys.expStats(env, e.Key)}
+		keys := []string{s.keys.exp(env, e.Key), s.keys.expUsers(env, e.Key), s.keys.expStats(env, e.Key), s.keys.expEpoch(env)}
 		args := []any{strconv.FormatInt(w.IfVersion, 10), string(doc), at.Format(time.RFC3339Nano), runToken(e), strconv.Itoa(e.Restarts)}
 		res, err := updateExpScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 		if err != nil {
@@ -340,7 +359,7 @@ func (s *Store) DeleteExperiment(ctx context.Context, env, key string, ifVersion
 		return err
 	}
 	return s.xwrite(func(fx *effects) error {
-		keys := []string{s.keys.exp(env, key), s.keys.expSet(env), s.keys.expUsers(env, key), s.keys.expStats(env, key)}
+		keys := []string{s.keys.exp(env, key), s.keys.expSet(env), s.keys.expUsers(env, key), s.keys.expStats(env, key), s.keys.expEpoch(env)}
 		args := []any{key, strconv.FormatInt(ifVersion, 10)}
 		res, err := deleteExpScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 		if err != nil {
