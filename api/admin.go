@@ -310,19 +310,16 @@ func (s *Server) deleteEnvironment(rc *reqCtx, k auth.Key) error {
 	if err != nil {
 		return err
 	}
-	if want != 0 {
-		snap, err := s.store.Snapshot(ctx, env)
-		if err != nil {
-			return err
-		}
-		if snap.Version != want {
-			return newError(http.StatusPreconditionFailed, codePreconditionFailed,
-				fmt.Sprintf("environment %q is at version %d, not %d; nothing was deleted", env, snap.Version, want))
-		}
-	}
-	if err := s.store.DeleteEnvironment(ctx, env); err != nil {
-		if errors.Is(err, flags.ErrNotFound) {
+	// The store checks the version and deletes in one step, so a write that
+	// lands after the client read its ETag makes this a 412, never a loss.
+	if err := s.store.DeleteEnvironment(ctx, env, want); err != nil {
+		switch {
+		case errors.Is(err, flags.ErrNotFound):
 			return newError(http.StatusNotFound, codeNotFound, fmt.Sprintf("environment %q does not exist", env), Detail{Field: "env", Problem: "does not exist"})
+		case errors.Is(err, flags.ErrConflict):
+			return &apiError{Status: http.StatusPreconditionFailed, Code: codePreconditionFailed,
+				Message: err.Error() + "; re-read the environment and retry with its current ETag",
+				Details: []Detail{{Field: "If-Match", Problem: "does not match the current version"}}, cause: err}
 		}
 		return err
 	}

@@ -44,11 +44,11 @@ func (f *flakyStore) CreateEnvironment(ctx context.Context, name string, doc []b
 	}
 	return f.Store.CreateEnvironment(ctx, name, doc, e)
 }
-func (f *flakyStore) DeleteEnvironment(ctx context.Context, name string) error {
+func (f *flakyStore) DeleteEnvironment(ctx context.Context, name string, ifVersion int64) error {
 	if err := f.err(); err != nil {
 		return err
 	}
-	return f.Store.DeleteEnvironment(ctx, name)
+	return f.Store.DeleteEnvironment(ctx, name, ifVersion)
 }
 func (f *flakyStore) Environments(ctx context.Context) ([]flags.Environment, error) {
 	if err := f.err(); err != nil {

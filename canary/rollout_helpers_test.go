@@ -41,11 +41,15 @@ func (m *memFlags) CreateEnvironment(_ context.Context, name string, doc []byte,
 	return s, nil
 }
 
-func (m *memFlags) DeleteEnvironment(_ context.Context, name string) error {
+func (m *memFlags) DeleteEnvironment(_ context.Context, name string, ifVersion int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.envs[name]; !ok {
+	s, ok := m.envs[name]
+	if !ok {
 		return flags.ErrNotFound
+	}
+	if ifVersion != 0 && s.Version != ifVersion {
+		return flags.ErrConflict
 	}
 	delete(m.envs, name)
 	return nil

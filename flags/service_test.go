@@ -39,11 +39,15 @@ func (m *memStore) CreateEnvironment(_ context.Context, name string, doc []byte,
 	return s, nil
 }
 
-func (m *memStore) DeleteEnvironment(_ context.Context, name string) error {
+func (m *memStore) DeleteEnvironment(_ context.Context, name string, ifVersion int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.snaps[name]; !ok {
+	s, ok := m.snaps[name]
+	if !ok {
 		return flags.ErrNotFound
+	}
+	if ifVersion != 0 && s.Version != ifVersion {
+		return flags.ErrConflict
 	}
 	delete(m.snaps, name)
 	return nil

@@ -97,8 +97,12 @@ type Store interface {
 	// CreateEnvironment stores a new environment at version 1 holding doc and
 	// records entry. ErrExists if it exists.
 	CreateEnvironment(ctx context.Context, name string, doc []byte, entry AuditEntry) (Snapshot, error)
-	// DeleteEnvironment removes an environment, its flag set and its audit log. ErrNotFound if absent.
-	DeleteEnvironment(ctx context.Context, name string) error
+	// DeleteEnvironment removes an environment, its flag set and its audit log
+	// and publishes the deletion (a Change with Version 0). With ifVersion 0
+	// the delete is unconditional; otherwise it happens only if the current
+	// version is ifVersion, checked and deleted atomically, and ErrConflict
+	// (nothing deleted) if it is not. ErrNotFound if absent.
+	DeleteEnvironment(ctx context.Context, name string, ifVersion int64) error
 	// Environments lists every environment, sorted by name.
 	Environments(ctx context.Context) ([]Environment, error)
 	// Snapshot reads an environment's current flag set. ErrNotFound if absent.

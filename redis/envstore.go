@@ -86,12 +86,19 @@ return {'ok', vs, ARGV[4], id}
 `)
 
 // deleteScript removes an environment with its log and per-flag indexes and
-// publishes version 0. The per-flag index keys are derived inside the script;
-// they share the environment's hash tag, so they live in the same Cluster slot.
+// publishes version 0, but only if its version is ARGV[4] (absent, "" or "0":
+// any version), so the check and the delete are one atomic step. The
+// per-flag index keys are derived inside the script; they share the
+// environment's hash tag, so they live in the same Cluster slot.
 //
-// KEYS: meta, log, flag set. ARGV: per-flag index key prefix, channel, env.
+// KEYS: meta, log, flag set. ARGV: per-flag index key prefix, channel, env,
+// expected version. Reply: 1 deleted, 0 absent, {'conflict', version}.
+// Journal records written before ARGV[4] existed replay as unconditional.
 var deleteScript = goredis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cur = redis.call('HGET', KEYS[1], 'version')
+if not cur then return 0 end
+local want = ARGV[4]
+if want and want ~= '' and want ~= '0' and cur ~= want then return {'conflict', cur} end
 for _, f in ipairs(redis.call('SMEMBERS', KEYS[3])) do redis.call('DEL', ARGV[1] .. f) end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('PUBLISH', ARGV[2], '0 ' .. ARGV[3])
@@ -246,9 +253,12 @@ func newToken() string {
 }
 
 // DeleteEnvironment removes an environment, its flag set and its audit log
-// and publishes the deletion (a Change with Version 0). Errors:
-// flags.ErrNotFound, *flags.InputError, wrapped flags.ErrUnavailable.
-func (s *Store) DeleteEnvironment(ctx context.Context, name string) (err error) {
+// and publishes the deletion (a Change with Version 0). With ifVersion 0 it
+// deletes whatever version is stored; otherwise one script checks that the
+// version is ifVersion and deletes, so no write can land in between.
+// Errors: flags.ErrNotFound, flags.ErrConflict (nothing deleted),
+// *flags.InputError, wrapped flags.ErrUnavailable.
+func (s *Store) DeleteEnvironment(ctx context.Context, name string, ifVersion int64) (err error) {
 	done := s.met.start("delete_environment")
 	defer func() { done(err) }()
 	if err := checkEnv(name); err != nil {
@@ -259,19 +269,36 @@ func (s *Store) DeleteEnvironment(ctx context.Context, name string) (err error) 
 	}
 	return s.write(func(fx *effects) error {
 		keys := []string{s.keys.meta(name), s.keys.log(name), s.keys.flagSet(name)}
-		args := []any{s.keys.flagIndexPrefix(name), s.keys.changes(), name}
-		n, err := deleteScript.Run(ctx, s.rdb, keys, args...).Int()
+		args := []any{s.keys.flagIndexPrefix(name), s.keys.changes(), name, strconv.FormatInt(ifVersion, 10)}
+		res, err := deleteScript.Run(ctx, s.rdb, keys, args...).Result()
 		if err != nil {
 			return translate("delete environment", err)
 		}
-		if n == 1 {
+		var deleted bool
+		switch v := res.(type) {
+		case int64:
+			deleted = v == 1
+		case []any:
+			if len(v) == 2 && v[0] == "conflict" {
+				// The environment is still there: its index entry stays.
+				return fmt.Errorf("environment %q is at version %v, not %d; nothing was deleted: %w", name, v[1], ifVersion, flags.ErrConflict)
+			}
+			return fmt.Errorf("redis delete environment: unexpected reply %v", v)
+		default:
+			return fmt.Errorf("redis delete environment: unexpected reply %v", v)
+		}
+		if deleted {
+			// Recorded as run: replayed in order, the version check passes again.
 			fx.script(deleteScript, keys, args)
 		}
+		// The index is a separate key (another Cluster slot); removing is
+		// idempotent, so a delete that failed between the two steps is
+		// repaired by its retry, which reports ErrNotFound.
 		if ierr := s.rdb.SRem(ctx, s.keys.environments(), name).Err(); ierr != nil {
 			return translate("delete environment", ierr)
 		}
 		fx.command("SREM", s.keys.environments(), name)
-		if n == 0 {
+		if !deleted {
 			return fmt.Errorf("environment %q: %w", name, flags.ErrNotFound)
 		}
 		return nil

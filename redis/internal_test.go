@@ -197,3 +197,51 @@ func TestProbeTracksConnection(t *testing.T) {
 		t.Error("no latency recorded")
 	}
 }
+
+// TestDeleteJournalRecords replays delete records through applyRecord, as a
+// restart of the embedded store does: a record from before deletes took a
+// version (three ARGV) deletes unconditionally; a versioned record applies at
+// that version and reports a journal mismatch at any other.
+func TestDeleteJournalRecords(t *testing.T) {
+	s, err := OpenEmbedded(t.Context(), t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	rdb, ok := s.rdb.(*goredis.Client)
+	if !ok {
+		t.Fatalf("the embedded store's client is %T; want *goredis.Client", s.rdb)
+	}
+	tests := []struct {
+		name    string
+		version []string // ARGV[4], absent when empty
+		wantErr bool
+	}{
+		{"record without a version", nil, false},
+		{"record at the current version", []string{"1"}, false},
+		{"record at unconditional version 0", []string{"0"}, false},
+		{"record at another version", []string{"4"}, true},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := "env" + strings.Repeat("x", i)
+			if _, err := s.CreateEnvironment(ctx, env, []byte(`{}`), flags.AuditEntry{Action: "environment.create"}); err != nil {
+				t.Fatal(err)
+			}
+			rec := record{Script: "delete", Keys: []blob{blob(s.keys.meta(env)), blob(s.keys.log(env)), blob(s.keys.flagSet(env))},
+				Args: []blob{blob(s.keys.flagIndexPrefix(env)), blob(s.keys.changes()), blob(env)}}
+			for _, v := range tc.version {
+				rec.Args = append(rec.Args, blob(v))
+			}
+			err := applyRecord(ctx, rdb, rec)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("applyRecord: err = %v; want error %v", err, tc.wantErr)
+			}
+			_, serr := s.Snapshot(ctx, env)
+			if gone := errors.Is(serr, flags.ErrNotFound); gone == tc.wantErr {
+				t.Errorf("after the replay Snapshot err = %v; want deleted %v", serr, !tc.wantErr)
+			}
+		})
+	}
+}

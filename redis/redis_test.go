@@ -279,7 +279,7 @@ func TestDeletePublishesVersionZero(t *testing.T) {
 	if _, err := s.CreateEnvironment(ctx, "dev", docOf(), change("environment.create")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteEnvironment(ctx, "dev"); err != nil {
+	if err := s.DeleteEnvironment(ctx, "dev", 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []flags.Change{{Env: "dev", Version: 1}, {Env: "dev", Version: 0}} {
@@ -337,8 +337,13 @@ func TestEmbeddedPersistence(t *testing.T) {
 	if _, err := s.CreateEnvironment(ctx, "gone", docOf(), change("environment.create")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteEnvironment(ctx, "gone"); err != nil {
+	// Both kinds of delete are journaled: a conditional one that applied
+	// replays (its version check passes again), a refused one leaves nothing.
+	if err := s.DeleteEnvironment(ctx, "gone", 1); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.DeleteEnvironment(ctx, "prod", 2); !errors.Is(err, flags.ErrConflict) {
+		t.Fatalf("deleting prod (version 1) if at version 2: err = %v; want ErrConflict", err)
 	}
 	secret, hash := auth.NewSecret(auth.RoleAdmin)
 	key := auth.Key{ID: auth.NewID(), Name: "ops", Role: auth.RoleAdmin, Hash: hash, Prefix: secret[:8], CreatedAt: time.Now().UTC()}

@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) flags.Store) {
 	}{
 		{"Environments", testEnvironments},
 		{"DeleteEnvironment", testDelete},
+		{"DeleteEnvironmentIfVersion", testDeleteIfVersion},
 		{"SaveVersionChecks", testSaveVersions},
 		{"Snapshots", testSnapshots},
 		{"AuditPaging", testAuditPaging},
@@ -154,7 +155,7 @@ func testDelete(t *testing.T, s flags.Store) {
 	mustCreate(t, s, "dev", "a")
 	mustCreate(t, s, "prod", "a")
 	mustSave(t, s, "dev", 1, entry("flag.update", t0.Add(time.Minute), "a"), "a")
-	if err := s.DeleteEnvironment(ctx, "dev"); err != nil {
+	if err := s.DeleteEnvironment(ctx, "dev", 0); err != nil {
 		t.Fatalf("DeleteEnvironment: %v", err)
 	}
 	tests := []struct {
@@ -164,7 +165,7 @@ func testDelete(t *testing.T, s flags.Store) {
 		{"Snapshot", func() error { _, err := s.Snapshot(ctx, "dev"); return err }()},
 		{"Save", func() error { _, err := s.Save(ctx, "dev", 2, doc(), entry("flag.delete", t0)); return err }()},
 		{"Audit", func() error { _, err := s.Audit(ctx, "dev", flags.AuditQuery{}); return err }()},
-		{"DeleteAgain", s.DeleteEnvironment(ctx, "dev")},
+		{"DeleteAgain", s.DeleteEnvironment(ctx, "dev", 0)},
 	}
 	for _, tc := range tests {
 		if !errors.Is(tc.err, flags.ErrNotFound) {
@@ -187,6 +188,71 @@ func testDelete(t *testing.T, s flags.Store) {
 	page, err = s.Audit(ctx, "dev", flags.AuditQuery{Flag: "a"})
 	if err != nil || len(page.Entries) != 0 {
 		t.Errorf("per-flag audit of the re-created dev for a deleted flag = %+v, %v; want nothing", page, err)
+	}
+}
+
+// testDeleteIfVersion: a conditional delete removes the environment only at
+// its current version; at any other version it is ErrConflict and leaves the
+// flag set, the audit log, the per-flag index and the listing as they were.
+func testDeleteIfVersion(t *testing.T, s flags.Store) {
+	ctx := t.Context()
+	tests := []struct {
+		name      string
+		env       string // created and saved once (version 2) unless "ghost"
+		ifVersion int64
+		want      error
+	}{
+		{"current version deletes", "at-current", 2, nil},
+		{"unconditional deletes", "unconditional", 0, nil},
+		{"stale version conflicts", "stale", 1, flags.ErrConflict},
+		{"future version conflicts", "future", 3, flags.ErrConflict},
+		{"negative version conflicts", "negative", -2, flags.ErrConflict},
+		{"missing environment", "ghost", 1, flags.ErrNotFound},
+		{"missing environment unconditional", "ghost", 0, flags.ErrNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "ghost" {
+				mustCreate(t, s, tc.env, "a")
+				mustSave(t, s, tc.env, 1, entry("flag.update", t0.Add(time.Minute), "a"), "a", "b")
+			}
+			err := s.DeleteEnvironment(ctx, tc.env, tc.ifVersion)
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("DeleteEnvironment(%q, %d): err = %v; want %v", tc.env, tc.ifVersion, err, tc.want)
+			}
+			envs, lerr := s.Environments(ctx)
+			if lerr != nil {
+				t.Fatalf("Environments: %v", lerr)
+			}
+			listed := slices.ContainsFunc(envs, func(e flags.Environment) bool { return e.Name == tc.env })
+			snap, serr := s.Snapshot(ctx, tc.env)
+			if tc.want != flags.ErrConflict {
+				if !errors.Is(serr, flags.ErrNotFound) || listed {
+					t.Errorf("after DeleteEnvironment: Snapshot err = %v, listed = %v; want ErrNotFound and not listed", serr, listed)
+				}
+				return
+			}
+			// A refused delete deleted nothing.
+			if serr != nil || snap.Version != 2 || !bytes.Equal(snap.Document, doc("a", "b")) || !listed {
+				t.Errorf("after a refused delete: %+v, %v, listed = %v; want version 2 with flags a, b, listed", snap, serr, listed)
+			}
+			page, aerr := s.Audit(ctx, tc.env, flags.AuditQuery{})
+			if aerr != nil || len(page.Entries) != 2 {
+				t.Errorf("after a refused delete, audit = %d entries, %v; want 2", len(page.Entries), aerr)
+			}
+			per, perr := s.Audit(ctx, tc.env, flags.AuditQuery{Flag: "a"})
+			if perr != nil || len(per.Entries) != 2 {
+				t.Errorf("after a refused delete, per-flag audit of a = %d entries, %v; want 2", len(per.Entries), perr)
+			}
+			// The environment still works at its version, and deletes there.
+			mustSave(t, s, tc.env, 2, entry("flag.delete", t0.Add(2*time.Minute), "b"), "a")
+			if err := s.DeleteEnvironment(ctx, tc.env, 3); err != nil {
+				t.Errorf("DeleteEnvironment at the current version 3 after a refused delete: %v", err)
+			}
+			if _, err := s.Snapshot(ctx, tc.env); !errors.Is(err, flags.ErrNotFound) {
+				t.Errorf("Snapshot after the delete at version 3: err = %v; want ErrNotFound", err)
+			}
+		})
 	}
 }
 
