@@ -105,26 +105,16 @@ func analysisError(err error, code string) error {
 	var ve *canary.ValidationError
 	switch {
 	case errors.As(err, &ve):
-		details := make([]Detail, len(ve.Problems))
-		for i, p := range ve.Problems {
-			field := p.Field
-			if v, ok := strings.CutPrefix(field, "values."); ok {
-				field = "args." + v // run arguments are "args" in the API
-			}
-			if field == "" {
-				field = "body"
-			}
-			details[i] = Detail{Field: field, Problem: p.Message}
-		}
 		what := "the template"
 		if code == codeInvalidAnalysis {
 			what = "the analysis"
 		}
-		msg := fmt.Sprintf("%s is invalid (%d problems); nothing was changed", what, len(details))
-		if len(details) == 1 {
-			msg = fmt.Sprintf("%s is invalid: %s: %s; nothing was changed", what, details[0].Field, details[0].Problem)
-		}
-		return &apiError{Status: http.StatusUnprocessableEntity, Code: code, Message: msg, Details: details, cause: err}
+		return invalidError(err, ve, what, code, func(field string) string {
+			if v, ok := strings.CutPrefix(field, "values."); ok {
+				return "args." + v // run arguments are "args" in the API
+			}
+			return field
+		})
 	case errors.Is(err, canary.ErrUnavailable):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: codeUnavailable, Message: "the analysis store is unavailable, so nothing was changed; retry later", cause: err}
 	case errors.Is(err, canary.ErrNotFound):
@@ -138,6 +128,29 @@ func analysisError(err error, code string) error {
 		return &apiError{Status: http.StatusConflict, Code: codeConflict, Message: err.Error(), cause: err}
 	}
 	return err
+}
+
+// invalidError is the 422 for ve, a problem list of what (such as "the
+// rollout") under code: a detail a problem, its field renamed by field (nil:
+// as it is) or "body" for a problem of the whole, and a message that quotes
+// a single problem or counts several.
+func invalidError(err error, ve *canary.ValidationError, what, code string, field func(string) string) *apiError {
+	details := make([]Detail, len(ve.Problems))
+	for i, p := range ve.Problems {
+		f := p.Field
+		if field != nil {
+			f = field(f)
+		}
+		if f == "" {
+			f = "body"
+		}
+		details[i] = Detail{Field: f, Problem: p.Message}
+	}
+	msg := fmt.Sprintf("%s is invalid (%d problems); nothing was changed", what, len(details))
+	if len(details) == 1 {
+		msg = fmt.Sprintf("%s is invalid: %s: %s; nothing was changed", what, details[0].Field, details[0].Problem)
+	}
+	return &apiError{Status: http.StatusUnprocessableEntity, Code: code, Message: msg, Details: details, cause: err}
 }
 
 // queryError maps a store's validation of a list query onto 400s naming
@@ -390,13 +403,18 @@ func (s *Server) startAnalysis(rc *reqCtx, k auth.Key) error {
 	return s.writeJSON(rc, http.StatusCreated, etagOf(sr.Version), analysisOut{StoredRun: sr, Verdict: verdictOf(&sr)})
 }
 
-func idParam(rc *reqCtx) (string, error) {
+// idParam reads the path's analysis run ID; one that cannot exist is a 404.
+func idParam(rc *reqCtx) (string, error) { return pathID(rc, "analysis", canary.CheckRunID) }
+
+// pathID reads the path's {id}; one that check rejects cannot exist, so it
+// is a 404 saying that what (such as "rollout") with that ID does not.
+func pathID(rc *reqCtx, what string, check func(string) error) (string, error) {
 	id, err := pathParam(rc, "id")
 	if err != nil {
 		return "", err
 	}
-	if canary.CheckRunID(id) != nil {
-		return "", newError(http.StatusNotFound, codeNotFound, fmt.Sprintf("analysis %q does not exist", id), Detail{Field: "id", Problem: "does not exist"})
+	if check(id) != nil {
+		return "", newError(http.StatusNotFound, codeNotFound, fmt.Sprintf("%s %q does not exist", what, id), Detail{Field: "id", Problem: "does not exist"})
 	}
 	return id, nil
 }
@@ -413,12 +431,18 @@ func (s *Server) getAnalysis(rc *reqCtx, k auth.Key) error {
 	if err != nil {
 		return analysisError(err, codeInvalidAnalysis)
 	}
-	etag := etagOf(sr.Version)
+	return s.writeVersioned(rc, sr.Version, analysisOut{StoredRun: sr, Verdict: verdictOf(&sr)})
+}
+
+// writeVersioned answers a GET of v, stored at version: 304 with its ETag
+// when the request's If-None-Match has it, else v with that ETag.
+func (s *Server) writeVersioned(rc *reqCtx, version int64, v any) error {
+	etag := etagOf(version)
 	if notModified(rc.Request(), etag) {
 		rc.Response().Header()["Etag"] = []string{etag}
 		return rc.NoContent(http.StatusNotModified)
 	}
-	return s.writeJSON(rc, http.StatusOK, etag, analysisOut{StoredRun: sr, Verdict: verdictOf(&sr)})
+	return s.writeJSON(rc, http.StatusOK, etag, v)
 }
 
 // phaseNames maps lower-cased phase names to phases.

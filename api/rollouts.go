@@ -46,38 +46,36 @@ func (s *Server) rolloutAccess(k auth.Key, env string) error {
 	return nil
 }
 
+// rolloutRefusals are the rollout service's refusals that blame one field
+// of the request, in the order rolloutError matches them; each answers its
+// status and code with the error's own text.
+var rolloutRefusals = []struct {
+	err            error
+	status         int
+	code           string
+	field, problem string
+}{
+	{canary.ErrUnknownEnvironment, http.StatusNotFound, codeNotFound, "env", "does not exist"},
+	{canary.ErrUnknownFlag, http.StatusBadRequest, codeInvalidRequest, "flag", "does not exist in the environment"},
+	{canary.ErrFlagTargeted, http.StatusConflict, codeConflict, "flag.targeting", "the flag has targeting rules a rollout would overwrite"},
+	{canary.ErrRolloutActive, http.StatusConflict, codeConflict, "flag", "already has an active rollout in this environment"},
+	{canary.ErrRolloutState, http.StatusConflict, codeConflict, "state", "does not allow this action"},
+	{canary.ErrNoSafeVariant, http.StatusBadRequest, codeInvalidRequest, "variant", "required: no environment names a safe variant"},
+	{canary.ErrNotFound, http.StatusNotFound, codeNotFound, "id", "does not exist"},
+}
+
 // rolloutError maps the rollout service's errors onto the API's shape.
 func rolloutError(err error) error {
 	var ve *canary.ValidationError
+	if errors.As(err, &ve) {
+		return invalidError(err, ve, "the rollout", codeInvalidRollout, nil)
+	}
+	for _, r := range rolloutRefusals {
+		if errors.Is(err, r.err) {
+			return &apiError{Status: r.status, Code: r.code, Message: trimCanary(err), Details: []Detail{{Field: r.field, Problem: r.problem}}, cause: err}
+		}
+	}
 	switch {
-	case errors.As(err, &ve):
-		details := make([]Detail, len(ve.Problems))
-		for i, p := range ve.Problems {
-			field := p.Field
-			if field == "" {
-				field = "body"
-			}
-			details[i] = Detail{Field: field, Problem: p.Message}
-		}
-		msg := fmt.Sprintf("the rollout is invalid (%d problems); nothing was changed", len(details))
-		if len(details) == 1 {
-			msg = fmt.Sprintf("the rollout is invalid: %s: %s; nothing was changed", details[0].Field, details[0].Problem)
-		}
-		return &apiError{Status: http.StatusUnprocessableEntity, Code: codeInvalidRollout, Message: msg, Details: details, cause: err}
-	case errors.Is(err, canary.ErrUnknownEnvironment):
-		return &apiError{Status: http.StatusNotFound, Code: codeNotFound, Message: trimCanary(err), Details: []Detail{{Field: "env", Problem: "does not exist"}}, cause: err}
-	case errors.Is(err, canary.ErrUnknownFlag):
-		return &apiError{Status: http.StatusBadRequest, Code: codeInvalidRequest, Message: trimCanary(err), Details: []Detail{{Field: "flag", Problem: "does not exist in the environment"}}, cause: err}
-	case errors.Is(err, canary.ErrFlagTargeted):
-		return &apiError{Status: http.StatusConflict, Code: codeConflict, Message: trimCanary(err), Details: []Detail{{Field: "flag.targeting", Problem: "the flag has targeting rules a rollout would overwrite"}}, cause: err}
-	case errors.Is(err, canary.ErrRolloutActive):
-		return &apiError{Status: http.StatusConflict, Code: codeConflict, Message: trimCanary(err), Details: []Detail{{Field: "flag", Problem: "already has an active rollout in this environment"}}, cause: err}
-	case errors.Is(err, canary.ErrRolloutState):
-		return &apiError{Status: http.StatusConflict, Code: codeConflict, Message: trimCanary(err), Details: []Detail{{Field: "state", Problem: "does not allow this action"}}, cause: err}
-	case errors.Is(err, canary.ErrNoSafeVariant):
-		return &apiError{Status: http.StatusBadRequest, Code: codeInvalidRequest, Message: trimCanary(err), Details: []Detail{{Field: "variant", Problem: "required: no environment names a safe variant"}}, cause: err}
-	case errors.Is(err, canary.ErrNotFound):
-		return &apiError{Status: http.StatusNotFound, Code: codeNotFound, Message: trimCanary(err), Details: []Detail{{Field: "id", Problem: "does not exist"}}, cause: err}
 	case errors.Is(err, canary.ErrConflict):
 		return &apiError{Status: http.StatusConflict, Code: codeConflict, Message: trimCanary(err) + "; the rollout keeps changing, retry", cause: err}
 	case errors.Is(err, canary.ErrUnavailable):
@@ -197,16 +195,7 @@ func (s *Server) listRollouts(rc *reqCtx, k auth.Key) error {
 }
 
 // rolloutID reads the path's rollout ID; one that cannot exist is a 404.
-func rolloutID(rc *reqCtx) (string, error) {
-	id, err := pathParam(rc, "id")
-	if err != nil {
-		return "", err
-	}
-	if canary.CheckRolloutID(id) != nil {
-		return "", newError(http.StatusNotFound, codeNotFound, fmt.Sprintf("rollout %q does not exist", id), Detail{Field: "id", Problem: "does not exist"})
-	}
-	return id, nil
-}
+func rolloutID(rc *reqCtx) (string, error) { return pathID(rc, "rollout", canary.CheckRolloutID) }
 
 func (s *Server) getRollout(rc *reqCtx, k auth.Key) error {
 	env, err := envParam(rc)
@@ -224,12 +213,7 @@ func (s *Server) getRollout(rc *reqCtx, k auth.Key) error {
 	if err != nil {
 		return rolloutError(err)
 	}
-	etag := etagOf(sr.Version)
-	if notModified(rc.Request(), etag) {
-		rc.Response().Header()["Etag"] = []string{etag}
-		return rc.NoContent(http.StatusNotModified)
-	}
-	return s.writeJSON(rc, http.StatusOK, etag, sr)
+	return s.writeVersioned(rc, sr.Version, sr)
 }
 
 // reasonIn is an optional body carrying a reason.
