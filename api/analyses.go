@@ -596,24 +596,12 @@ type verdictOut struct {
 // metricVerdict is one metric in the latest measurement.
 type metricVerdict = canary.MetricSummary
 
-// verdictOf summarises a run for orchestrators: the verdict, score and
-// metrics are canary's [canary.Run.Summary]; the reason is worded here.
+// verdictOf summarises a run for orchestrators: canary's
+// [canary.Run.Summary] with the run's ID, phase and version.
 func verdictOf(sr *canary.StoredRun) verdictOut {
 	sum := sr.Summary()
-	v := verdictOut{AnalysisID: sr.ID, Verdict: string(sum.Verdict), Final: sum.Final, Phase: sr.Phase, Score: sum.Score,
-		Steps: sum.Steps, Version: sr.Version, Metrics: sum.Metrics}
-	last := sr.Last()
-	switch {
-	case v.Final:
-		v.Reason = string(sr.Phase) + ": " + sr.Message
-	case last != nil:
-		v.Reason = fmt.Sprintf("measurement %d: %s", sr.NextStep-1, last.Reason)
-	case sr.Phase == canary.PhasePending:
-		v.Reason = "waiting to start: warm-up until " + sr.NextAt.UTC().Format(time.RFC3339)
-	default:
-		v.Reason = "first measurement due at " + sr.NextAt.UTC().Format(time.RFC3339)
-	}
-	return v
+	return verdictOut{AnalysisID: sr.ID, Verdict: string(sum.Verdict), Final: sum.Final, Phase: sr.Phase, Score: sum.Score,
+		Reason: sum.Reason, Steps: sum.Steps, Version: sr.Version, Metrics: sum.Metrics}
 }
 
 // verdictCache keeps each analysis's verdict body in memory: a final one

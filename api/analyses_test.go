@@ -448,7 +448,7 @@ func TestAnalysisMeasurements(t *testing.T) {
 	if err := json.Unmarshal(r.body, &v); err != nil || r.status != 200 {
 		t.Fatalf("verdict: %d %s", r.status, r.body)
 	}
-	if v.AnalysisID != id || v.Verdict != "running" || v.Final || v.Steps != 4 || v.Score != 40 || !strings.Contains(v.Reason, "measurement 4: look 4") ||
+	if v.AnalysisID != id || v.Verdict != "running" || v.Final || v.Steps != 4 || v.Score != 40 || v.Reason != "running; look 4 of the analysis is inconclusive: look 4" ||
 		len(v.Metrics) != 1 || v.Metrics[0].Metric != "error-rate" || v.Metrics[0].Upper != 4 {
 		t.Errorf("verdict: %s", r.body)
 	}
@@ -476,7 +476,7 @@ func TestAnalysisVerdictCache(t *testing.T) {
 	}
 	before := h.store.runReads.Load()
 	for range 20 {
-		if r, v := verdict(nil); r.status != 200 || v.Verdict != "running" || !strings.Contains(v.Reason, "waiting to start: warm-up until 2025-06-01T12:00:00Z") {
+		if r, v := verdict(nil); r.status != 200 || v.Verdict != "running" || !strings.Contains(v.Reason, "warming up; the first measurement is due at 2025-06-01T12:00:00Z") {
 			t.Fatalf("verdict: %d %s", r.status, r.body)
 		}
 	}

@@ -1,5 +1,10 @@
 package canary
 
+import (
+	"fmt"
+	"time"
+)
+
 // RunVerdict is what a run amounts to for the clients that act on it
 // (orchestrators, CD gates, the API's verdict read): one of RunPass,
 // RunFail, RunInconclusive and RunRunning.
@@ -34,10 +39,12 @@ func verdictOfPhase(p Phase) (v RunVerdict, final bool) {
 }
 
 // Summary is a run's verdict with the figures of its latest measurement:
-// the part of the verdict read that the API and the orchestrator
-// integrations share. The wording of a reason is theirs.
+// the verdict read that the API and the orchestrator integrations share.
 type Summary struct {
 	Verdict RunVerdict
+	// Reason says in a sentence why: how the run ended, or how far a
+	// running one has got.
+	Reason string
 	// Final reports that the run has ended and Verdict will not change.
 	Final bool
 	// Score is the latest measurement's score, NaN before the first.
@@ -68,7 +75,9 @@ type MetricSummary struct {
 func (r *Run) Summary() Summary {
 	s := Summary{Score: nan, Steps: max(r.NextStep-1, 0), Metrics: []MetricSummary{}}
 	s.Verdict, s.Final = verdictOfPhase(r.Phase)
-	if last := r.Last(); last != nil {
+	last := r.Last()
+	s.Reason = r.summaryReason(s.Final, last)
+	if last != nil {
 		s.Score = last.Score
 		for _, m := range last.Metrics {
 			s.Metrics = append(s.Metrics, MetricSummary{
@@ -78,4 +87,26 @@ func (r *Run) Summary() Summary {
 		}
 	}
 	return s
+}
+
+// summaryReason words Summary.Reason. An ended run gives its phase and its
+// message, else its last measurement's reason; a running one gives its
+// latest look or when its first is due.
+func (r *Run) summaryReason(final bool, last *Report) string {
+	switch {
+	case final:
+		why := r.Message
+		if why == "" && last != nil {
+			why = last.Reason
+		}
+		if why == "" {
+			why = "the analysis ended"
+		}
+		return string(r.Phase) + ": " + why
+	case r.Phase == PhasePending:
+		return "warming up; the first measurement is due at " + r.NextAt.UTC().Format(time.RFC3339)
+	case last != nil:
+		return fmt.Sprintf("running; look %d of the analysis is %s: %s", r.Steps[len(r.Steps)-1].Number, last.Verdict, last.Reason)
+	}
+	return "running; the first measurement is due at " + r.NextAt.UTC().Format(time.RFC3339)
 }

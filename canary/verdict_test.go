@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"testing"
+	"time"
 )
 
 func TestRunSummary(t *testing.T) {
@@ -63,5 +64,34 @@ func TestRunSummary(t *testing.T) {
 	// A run whose counter was never set (NextStep 0) has taken no steps.
 	if s := (&Run{Phase: PhasePending}).Summary(); s.Steps != 0 {
 		t.Errorf("zero run: %d steps", s.Steps)
+	}
+}
+
+func TestRunSummaryReason(t *testing.T) {
+	due := time.Date(2025, 6, 1, 12, 5, 0, 0, time.FixedZone("CEST", 2*3600))
+	look := Step{Number: 3, Report: Report{Verdict: VerdictInconclusive, Reason: "too few requests"}}
+	tests := []struct {
+		name    string
+		phase   Phase
+		message string
+		steps   []Step
+		want    string
+	}{
+		{"pending", PhasePending, "", nil, "warming up; the first measurement is due at 2025-06-01T10:05:00Z"},
+		{"running before the first measurement", PhaseRunning, "", nil, "running; the first measurement is due at 2025-06-01T10:05:00Z"},
+		{"running", PhaseRunning, "", []Step{look}, "running; look 3 of the analysis is inconclusive: too few requests"},
+		{"ended with a message", PhaseFailed, "error-rate failed", []Step{look}, "Failed: error-rate failed"},
+		{"ended without a message", PhaseInconclusive, "", []Step{look}, "Inconclusive: too few requests"},
+		{"ended with nothing to say", PhaseSuccessful, "", nil, "Successful: the analysis ended"},
+		{"error names its phase", PhaseError, "prometheus unreachable", []Step{look}, "Error: prometheus unreachable"},
+		{"cancelled names its phase", PhaseCancelled, "", nil, "Cancelled: the analysis ended"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Run{Phase: tc.phase, Message: tc.message, NextAt: due, Steps: tc.steps, NextStep: len(tc.steps) + 1}
+			if got := r.Summary().Reason; got != tc.want {
+				t.Errorf("Reason = %q; want %q", got, tc.want)
+			}
+		})
 	}
 }

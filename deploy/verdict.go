@@ -48,48 +48,12 @@ type Verdict struct {
 // MetricSummary is one metric's latest verdict with its effect estimate.
 type MetricSummary = canary.MetricSummary
 
-// VerdictOf summarises a run for orchestrators: the verdict, score and
-// metrics are canary's [canary.Run.Summary]; the reason is worded here. It
-// never fails.
+// VerdictOf summarises a run for orchestrators: canary's
+// [canary.Run.Summary] with the run's ID and phase. It never fails.
 func VerdictOf(r *canary.Run) Verdict {
 	sum := r.Summary()
-	v := Verdict{AnalysisID: r.ID, Verdict: string(sum.Verdict), Final: sum.Final, Phase: r.Phase, Score: sum.Score,
-		Steps: sum.Steps, Metrics: sum.Metrics}
-	last := r.Last()
-	switch {
-	case v.Final:
-		lastReason := ""
-		if last != nil {
-			lastReason = last.Reason
-		}
-		v.Reason = firstNonEmpty(r.Message, lastReason, "the analysis ended "+strings.ToLower(string(r.Phase)))
-		if r.Phase == canary.PhaseError || r.Phase == canary.PhaseCancelled {
-			v.Reason = "the analysis ended " + strings.ToLower(string(r.Phase)) + ": " + v.Reason
-		}
-	case r.Phase == canary.PhasePending:
-		v.Reason = "warming up; the first measurement is due at " + r.NextAt.UTC().Format(time.RFC3339)
-	case last != nil:
-		v.Reason = fmt.Sprintf("running; look %d of the analysis is %s: %s", last0(r), last.Verdict, last.Reason)
-	default:
-		v.Reason = "running; no measurement yet"
-	}
-	return v
-}
-
-func last0(r *canary.Run) int {
-	if n := len(r.Steps); n > 0 {
-		return r.Steps[n-1].Number
-	}
-	return r.NextStep - 1
-}
-
-func firstNonEmpty(ss ...string) string {
-	for _, s := range ss {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
+	return Verdict{AnalysisID: r.ID, Verdict: string(sum.Verdict), Final: sum.Final, Phase: r.Phase, Score: sum.Score,
+		Reason: sum.Reason, Steps: sum.Steps, Metrics: sum.Metrics}
 }
 
 // Analyses is what the orchestrator endpoints need from canary analysis:

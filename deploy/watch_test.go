@@ -93,7 +93,7 @@ func TestAnalysisWatch(t *testing.T) {
 	if len(got) != 1 || got["recent"] == nil {
 		t.Fatalf("after the first poll, notified %v; want only the run that ended within the horizon", keys(got))
 	}
-	if p := got["recent"]; p["verdict"] != "fail" || p["final"] != true || p["template"] != "checkout" || p["reason"] != "ended Failed" {
+	if p := got["recent"]; p["verdict"] != "fail" || p["final"] != true || p["template"] != "checkout" || p["reason"] != "Failed: ended Failed" {
 		t.Errorf("payload = %v", p)
 	}
 	// The running one ends; another is created and ended between polls.
