@@ -168,7 +168,7 @@ func (c *RolloutController) drive(ctx context.Context, id string) error {
 		switch {
 		case errors.Is(err, ErrLeaseHeld), errors.Is(err, ErrNotFound):
 			c.forget(id)
-			c.svc.seeRollout(id, "")
+			c.svc.seeRollout(id, "", 0)
 			return nil // another replica drives (and counts) it, or it is gone
 		case err != nil:
 			return err
@@ -187,9 +187,9 @@ func (c *RolloutController) drive(ctx context.Context, id string) error {
 	}
 	out, err := c.step(ctx, sr, lease.Token)
 	if err != nil {
-		c.svc.seeRollout(id, sr.State)
+		c.svc.seeRollout(id, sr.State, sr.Version)
 	} else {
-		c.svc.seeRollout(id, out.State)
+		c.svc.seeRollout(id, out.State, out.Version)
 	}
 	if errors.Is(err, ErrLeaseLost) {
 		// Another replica holds the rollout now: drop the stale lease, so

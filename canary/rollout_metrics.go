@@ -83,20 +83,33 @@ func (s *RolloutService) recordSynced(ctx context.Context, r *Rollout, fresh []R
 	}
 }
 
-// seeRollout notes the state rollout id was last seen in by this
-// process (the controller's reads, the API's changes); an ended one is
-// forgotten. Without metrics it does nothing.
-func (s *RolloutService) seeRollout(id string, st RolloutState) {
+// seeRollout notes the state rollout id was in at version, as this
+// process last saw it (the controller's reads, the API's changes). A sight
+// older than the one recorded is ignored: the controller may finish a poll
+// that read a rollout before the API changed it, and must not put the old
+// state back. An ended rollout is remembered as ended (so that no late
+// sight revives it) but not counted; st "" (another replica drives it, or
+// it is gone) forgets it. Without metrics it does nothing.
+func (s *RolloutService) seeRollout(id string, st RolloutState, version int64) {
 	if s.met == nil || id == "" {
 		return
 	}
 	s.seenMu.Lock()
-	if st.Active() {
-		s.seen[id] = st
-	} else {
+	defer s.seenMu.Unlock()
+	if st == "" {
 		delete(s.seen, id)
+		return
 	}
-	s.seenMu.Unlock()
+	if cur, ok := s.seen[id]; ok && version < cur.version {
+		return
+	}
+	s.seen[id] = seenRollout{state: st, version: version}
+}
+
+// seenRollout is a rollout's state at a version, as last seen.
+type seenRollout struct {
+	state   RolloutState
+	version int64
 }
 
 // reportActive hands the counts of the active rollouts last seen to the
@@ -110,8 +123,10 @@ func (s *RolloutService) reportActive() {
 		counts[st] = 0
 	}
 	s.seenMu.Lock()
-	for _, st := range s.seen {
-		counts[st]++
+	for _, r := range s.seen {
+		if r.state.Active() {
+			counts[r.state]++
+		}
 	}
 	s.seenMu.Unlock()
 	s.met.ActiveRollouts(counts)

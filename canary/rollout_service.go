@@ -90,7 +90,7 @@ type RolloutService struct {
 	met      RolloutMetrics
 
 	seenMu sync.Mutex
-	seen   map[string]RolloutState // active rollouts' last seen states, for metrics
+	seen   map[string]seenRollout // rollouts' last seen states, for metrics
 }
 
 // NewRolloutService checks cfg. Errors name the missing field.
@@ -107,7 +107,7 @@ func NewRolloutService(cfg RolloutServiceConfig) (*RolloutService, error) {
 	}
 	s := &RolloutService{store: cfg.Rollouts, analyses: cfg.Analyses, flags: cfg.Flags, reader: cfg.FlagReader,
 		notifier: cfg.Notifier, now: cfg.Now, log: cfg.Logger, met: cfg.Metrics,
-		seen: map[string]RolloutState{}}
+		seen: map[string]seenRollout{}}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -232,7 +232,7 @@ func (s *RolloutService) Create(ctx context.Context, req RolloutRequest, actor, 
 // settle performs a fresh change's effects now, leaving them to the
 // controller when that fails; it returns the latest state it knows.
 func (s *RolloutService) settle(ctx context.Context, sr StoredRollout) (out StoredRollout) {
-	defer func() { s.seeRollout(out.ID, out.State) }()
+	defer func() { s.seeRollout(out.ID, out.State, out.Version) }()
 	if !sr.Pending {
 		return sr
 	}
