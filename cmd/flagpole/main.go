@@ -1,7 +1,9 @@
-// Command flagpole is Flagpole's one binary: `flagpole serve` runs the flag
-// service (OFREP, admin API, /metrics) on Redis or on an embedded store, and
-// the other subcommands (env, flags, eval, audit, keys) are a command-line
-// client of that service's HTTP API.
+// Command flagpole is Flagpole's one binary: `flagpole serve` runs the
+// service (OFREP, change streams, admin API, canary analyses, rollouts,
+// experiments, orchestrator hooks, /metrics) on Redis or on an embedded
+// store, and the other subcommands (env, flags, eval, audit, keys,
+// templates, analysis, rollout, kill, experiment) are a command-line client
+// of that service's HTTP API.
 //
 // This package is the only place that reads configuration and wires the
 // concrete store, service and server together. main is thin; [run] holds the
