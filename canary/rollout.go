@@ -45,7 +45,9 @@ import (
 // OpenTelemetry's feature-flag conventions name them: feature_flag_key and
 // feature_flag_variant. A step's run gets CanaryScope
 // `feature_flag_key="KEY",feature_flag_variant="VARIANT"` and BaselineScope
-// the same with From, ExpectedSplit = percent/100 (none at 100 %), and the
+// the same with From, ExpectedSplit = percent/100 (none at 100 %, and none
+// unless the template sets sampleRatio.tolerance: users, not requests, are
+// split), and the
 // values flag, variant, from and env for the template args so named. With
 // client_golang:
 //

@@ -33,6 +33,41 @@ func runController(t *testing.T, c *canary.RolloutController) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
+// TestSplitCheckNeedsATolerance: a gate's analysis is told the step's
+// split (for its sample-ratio check) only when its template tolerates a
+// deviation; users, not requests, are what the flag splits.
+func TestSplitCheckNeedsATolerance(t *testing.T) {
+	cases := []struct {
+		name      string
+		template  string
+		values    map[string]string
+		wantSplit float64
+	}{
+		{name: "template with a tolerance", template: "http-errors", values: map[string]string{"service": "web"}, wantSplit: 0.01},
+		{name: "template without one", template: "exact-split", wantSplit: 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				w := newWorld(t, "prod")
+				sr := w.start(canary.RolloutRequest{Steps: []canary.RolloutStep{
+					{Percent: 1, Analysis: &canary.StepAnalysis{Template: tc.template, Values: tc.values}},
+					{Percent: 100},
+				}})
+				runController(t, w.controller("a", 0))
+				time.Sleep(time.Second)
+				run, err := w.analyses.Run(t.Context(), w.get(sr.ID).AnalysisID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if run.Args.ExpectedSplit != tc.wantSplit {
+					t.Errorf("expected split %v, want %v", run.Args.ExpectedSplit, tc.wantSplit)
+				}
+			})
+		})
+	}
+}
+
 func TestControllerRampsToSuccess(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := newWorld(t, "prod")

@@ -220,7 +220,12 @@ func newWorld(t *testing.T, envs ...string) *world {
 	}
 	tpl := canarytest.Template("http-errors", time.Minute, 3)
 	tpl.Args = []canary.Arg{{Name: "flag"}, {Name: "service"}}
+	tpl.SampleRatio.Tolerance = 0.1
 	if _, err := w.analyses.PutTemplate(t.Context(), tpl, canary.TemplateWrite{At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	exact := canarytest.Template("exact-split", time.Minute, 3)
+	if _, err := w.analyses.PutTemplate(t.Context(), exact, canary.TemplateWrite{At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	svc, err := canary.NewRolloutService(canary.RolloutServiceConfig{
