@@ -87,29 +87,42 @@ func (s *RolloutService) recordSynced(ctx context.Context, r *Rollout, fresh []R
 // process last saw it (the controller's reads, the API's changes). A sight
 // older than the one recorded is ignored: the controller may finish a poll
 // that read a rollout before the API changed it, and must not put the old
-// state back. An ended rollout is remembered as ended (so that no late
-// sight revives it) but not counted; st "" (another replica drives it, or
-// it is gone) forgets it. Without metrics it does nothing.
+// state back. An ended rollout is remembered as ended for endedMemory (so
+// that no late, older sight revives it; a retry comes back at a newer
+// version) but not counted; st "" (another replica drives it, or it is
+// gone) forgets an active one. Without metrics it does nothing.
 func (s *RolloutService) seeRollout(id string, st RolloutState, version int64) {
 	if s.met == nil || id == "" {
 		return
 	}
 	s.seenMu.Lock()
 	defer s.seenMu.Unlock()
-	if st == "" {
-		delete(s.seen, id)
-		return
+	cur, ok := s.seen[id]
+	switch {
+	case st == "":
+		if !ok || !cur.state.Terminal() { // an ended one stays remembered
+			delete(s.seen, id)
+		}
+	case ok && version < cur.version:
+		// an older sight (a retried rollout comes back at a newer version)
+	case st.Terminal():
+		s.seen[id] = seenRollout{state: st, version: version, ended: s.now()}
+	default:
+		s.seen[id] = seenRollout{state: st, version: version}
 	}
-	if cur, ok := s.seen[id]; ok && version < cur.version {
-		return
-	}
-	s.seen[id] = seenRollout{state: st, version: version}
 }
 
-// seenRollout is a rollout's state at a version, as last seen.
+// endedMemory is how long an ended rollout stays remembered (and
+// uncounted) by the active-rollouts gauge: far longer than any poll that
+// read it before it ended can take.
+const endedMemory = 10 * time.Minute
+
+// seenRollout is a rollout's state at a version, as last seen; ended is
+// when it was first seen ended.
 type seenRollout struct {
 	state   RolloutState
 	version int64
+	ended   time.Time
 }
 
 // reportActive hands the counts of the active rollouts last seen to the
@@ -123,9 +136,13 @@ func (s *RolloutService) reportActive() {
 		counts[st] = 0
 	}
 	s.seenMu.Lock()
-	for _, r := range s.seen {
-		if r.state.Active() {
+	now := s.now()
+	for id, r := range s.seen {
+		switch {
+		case r.state.Active():
 			counts[r.state]++
+		case now.Sub(r.ended) > endedMemory:
+			delete(s.seen, id)
 		}
 	}
 	s.seenMu.Unlock()

@@ -96,6 +96,22 @@ func TestRolloutMetrics(t *testing.T) {
 		},
 		steps: 1, ended: map[canary.RolloutState]int{canary.RolloutFailed: 1}, rollbacks: 1, active: activeCounts(0, 0, 0),
 	}, {
+		name: "failed, then retried long after",
+		act: func(t *testing.T, w *world, rec *rolloutRecorder, sr canary.StoredRollout) {
+			time.Sleep(37 * time.Millisecond) // between two polls
+			w.endRun(w.get(sr.ID).AnalysisID, canary.PhaseFailed, "errors: canary 5.1% vs baseline 0.2%")
+			time.Sleep(time.Second)
+			if _, _, _, active := rec.snapshot(); !maps.Equal(active, activeCounts(0, 0, 0)) {
+				t.Errorf("after the failure: active %v", active)
+			}
+			time.Sleep(30 * time.Minute) // past the gauge's memory of ended rollouts
+			if _, err := w.svc.Act(t.Context(), "prod", sr.ID, canary.ActionRetry, "bob", "fixed"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+		},
+		steps: 2, ended: map[canary.RolloutState]int{canary.RolloutFailed: 1}, rollbacks: 1, active: activeCounts(0, 1, 0),
+	}, {
 		name: "paused through the API, then retried and aborted",
 		act: func(t *testing.T, w *world, rec *rolloutRecorder, sr canary.StoredRollout) {
 			if _, err := w.svc.Act(t.Context(), "prod", sr.ID, canary.ActionPause, "bob", "looking"); err != nil {
