@@ -28,11 +28,11 @@ import (
 //	PREFIX{rollouts}:due       sorted set: IDs of rollouts with a wake time, by it (ms, rounded up)
 //	PREFIX{rollouts}:ended     sorted set: IDs of ended rollouts, by when they ended (ms)
 //
-// Retention: creating a rollout deletes (with their leases and index
-// entries) up to maxRolloutTrim rollouts that ended more than
-// RolloutRetention before the new one's creation, so that the store, and
-// every listing that walks "all", stays bounded. A rollout retried after
-// it ended leaves "ended" again.
+// Retention: once a rollout is created, up to maxRolloutTrim rollouts that
+// ended more than RolloutRetention before its creation are deleted (with
+// their leases and index entries; a refused creation deletes nothing), so
+// that the store, and every listing that walks "all", stays bounded. A
+// rollout retried after it ended leaves "ended" again.
 //
 // Environment names and flag keys never contain '/', so "ENV/FLAG" is
 // unambiguous. Lease times are the callers' clocks, as for analysis runs.
@@ -54,24 +54,17 @@ const maxRolloutTrim = 100
 
 var _ canary.RolloutStore = (*Store)(nil)
 
-// createRolloutScript stores a new rollout at version 1 and indexes it,
-// after deleting the rollouts that ended before the retention cutoff.
-// KEYS: rollout, all, active, due, ended. ARGV: id, doc, op token, env,
-// flag, state, created (ms), active key ("" when not active), wake (""
-// none), cutoff (ms), the rollout key tag, trim limit. The expired
-// rollouts' hash and lease keys are built from the tag: they share the
-// {rollouts} hash slot with the declared keys.
+// createRolloutScript stores a new rollout at version 1 and indexes it.
+// KEYS: rollout, all, active, due. ARGV: id, doc, op token, env, flag,
+// state, created (ms), active key ("" when not active), wake ("" none).
+// Journal records from when this script also trimmed expired rollouts
+// carry a fifth key and three more ARGV; replay ignores them, so the
+// rollouts such a run deleted come back until the next creation trims them
+// again (they are still in "ended").
 var createRolloutScript = goredis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'op') == ARGV[3] then return {'ok', redis.call('HGET', KEYS[1], 'version')} end
   return {'exists'}
-end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[10], 'LIMIT', 0, tonumber(ARGV[12]))
-for _, old in ipairs(expired) do
-  redis.call('DEL', ARGV[11] .. 'r:' .. old, ARGV[11] .. 'lease:' .. old)
-  redis.call('ZREM', KEYS[2], old)
-  redis.call('ZREM', KEYS[4], old)
-  redis.call('ZREM', KEYS[5], old)
 end
 if ARGV[8] ~= '' then
   local holder = redis.call('HGET', KEYS[3], ARGV[8])
@@ -84,11 +77,36 @@ if ARGV[9] ~= '' then redis.call('ZADD', KEYS[4], ARGV[9], ARGV[1]) end
 return {'ok', '1'}
 `)
 
+// trimRolloutsScript deletes expired rollouts: their hash and lease, and
+// their entries in the listing, due and ended indexes. KEYS: all, due,
+// ended, then each rollout's hash and lease, in ARGV's order. ARGV: the
+// cutoff (ms), then the IDs. An ID is deleted only if it is still in
+// "ended" below the cutoff (a retry since it was read takes it out). The
+// reply is {'ok', how many were deleted}.
+var trimRolloutsScript = goredis.NewScript(`
+local cutoff = tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local ended = redis.call('ZSCORE', KEYS[3], id)
+  if ended and tonumber(ended) < cutoff then
+    redis.call('DEL', KEYS[2 * i], KEYS[2 * i + 1])
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    n = n + 1
+  end
+end
+return {'ok', string.format('%d', n)}
+`)
+
 // updateRolloutScript replaces a rollout at the expected version, fenced
 // by the lease token when one is given, and moves it in the indexes.
 // KEYS: rollout, lease, active, due, ended. ARGV: id, expected version,
 // doc, op token, token ("0": none), env, flag, state, active key, active
-// ("1"/"0"), wake ("" none), ended (ms; "" while not ended).
+// ("1"/"0"), wake ("" none), ended (ms; "" while not ended). Records
+// journaled before the ended index have neither the fifth key nor ARGV[12]
+// and leave it alone.
 var updateRolloutScript = goredis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'version')
 if not cur then return {'notfound'} end
@@ -110,13 +128,16 @@ end
 local v = string.format('%d', tonumber(cur) + 1)
 redis.call('HSET', KEYS[1], 'version', v, 'doc', ARGV[3], 'op', ARGV[4], 'state', ARGV[8])
 if ARGV[11] == '' then redis.call('ZREM', KEYS[4], ARGV[1]) else redis.call('ZADD', KEYS[4], ARGV[11], ARGV[1]) end
-if ARGV[12] == '' then redis.call('ZREM', KEYS[5], ARGV[1]) else redis.call('ZADD', KEYS[5], ARGV[12], ARGV[1]) end
+if KEYS[5] and ARGV[12] then
+  if ARGV[12] == '' then redis.call('ZREM', KEYS[5], ARGV[1]) else redis.call('ZADD', KEYS[5], ARGV[12], ARGV[1]) end
+end
 return {'ok', v}
 `)
 
 func init() {
 	scriptNames[createRolloutScript] = "createRollout"
 	scriptNames[updateRolloutScript] = "updateRollout"
+	scriptNames[trimRolloutsScript] = "trimRollouts"
 }
 
 // rdone is cdone for rollouts: ErrRolloutActive is an expected outcome.
@@ -184,9 +205,8 @@ func (s *Store) CreateRollout(ctx context.Context, r *canary.Rollout) (sr canary
 		active = rolloutActiveKey(r)
 	}
 	err = s.cwrite(func(fx *effects) error {
-		keys := []string{s.keys.rollout(r.ID), s.keys.rolloutsAll(), s.keys.rolloutsActive(), s.keys.rolloutsDue(), s.keys.rolloutsEnded()}
-		args := []any{r.ID, doc, newToken(), r.Env, r.Flag, string(r.State), ms(r.CreatedAt), active, rolloutWake(r),
-			ms(r.CreatedAt.Add(-RolloutRetention)), s.keys.rolloutTag(), strconv.Itoa(maxRolloutTrim)}
+		keys := []string{s.keys.rollout(r.ID), s.keys.rolloutsAll(), s.keys.rolloutsActive(), s.keys.rolloutsDue()}
+		args := []any{r.ID, doc, newToken(), r.Env, r.Flag, string(r.State), ms(r.CreatedAt), active, rolloutWake(r)}
 		res, err := createRolloutScript.Run(ctx, s.rdb, keys, args...).StringSlice()
 		if err != nil {
 			return ctranslate("create rollout", err)
@@ -205,7 +225,48 @@ func (s *Store) CreateRollout(ctx context.Context, r *canary.Rollout) (sr canary
 	if err != nil {
 		return canary.StoredRollout{}, err
 	}
+	// The rollout is stored: a failed trim is not the caller's error, and
+	// the next creation tries again.
+	if terr := s.trimRollouts(ctx, r.CreatedAt.Add(-RolloutRetention)); terr != nil {
+		s.log.Warn("could not delete expired rollouts; the next creation retries", "error", terr)
+	}
 	return decodeRollout(r.ID, string(doc), 1)
+}
+
+// trimRollouts deletes up to maxRolloutTrim rollouts that ended before
+// cutoff. It reads their IDs first, so that the script can declare every
+// key it deletes, and journals the script only when it deleted something.
+// Errors: wrapped canary.ErrUnavailable.
+func (s *Store) trimRollouts(ctx context.Context, cutoff time.Time) error {
+	return s.cwrite(func(fx *effects) error {
+		c := ms(cutoff)
+		ids, err := s.rdb.ZRangeByScore(ctx, s.keys.rolloutsEnded(), &goredis.ZRangeBy{Min: "-inf", Max: "(" + c, Count: maxRolloutTrim}).Result()
+		if err != nil {
+			return ctranslate("trim rollouts", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		keys := make([]string, 0, 3+2*len(ids))
+		keys = append(keys, s.keys.rolloutsAll(), s.keys.rolloutsDue(), s.keys.rolloutsEnded())
+		args := make([]any, 0, 1+len(ids))
+		args = append(args, c)
+		for _, id := range ids {
+			keys = append(keys, s.keys.rollout(id), s.keys.rolloutLease(id))
+			args = append(args, id)
+		}
+		res, err := trimRolloutsScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+		if err != nil {
+			return ctranslate("trim rollouts", err)
+		}
+		if len(res) != 2 || res[0] != "ok" {
+			return badReply("trim rollouts", res)
+		}
+		if res[1] != "0" {
+			fx.script(trimRolloutsScript, keys, args)
+		}
+		return nil
+	})
 }
 
 // Rollout implements canary.RolloutStore. Errors: canary.ErrNotFound,
