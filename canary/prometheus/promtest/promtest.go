@@ -469,14 +469,23 @@ func (s *Server) WaitScrapes(ctx context.Context, n int) error {
 	need := time.Now().Add(scrapeMargin + time.Duration(n-1)*s.interval)
 	poll := time.NewTicker(max(s.interval/10, 20*time.Millisecond))
 	defer poll.Stop()
+	var lastErr error
 	for {
 		done, err := s.scrapedSince(ctx, targets, need)
 		if err == nil && done {
 			return nil
 		}
+		if err != nil && ctx.Err() == nil {
+			lastErr = err
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("promtest: waiting for %d scrapes of %d targets: %w (%s)", n, len(targets), ctx.Err(), s.health(targets))
+			why := ""
+			if lastErr != nil {
+				why = "; last query error: " + lastErr.Error()
+			}
+			return fmt.Errorf("promtest: waiting for %d scrapes of %d targets since %s: %w (%s%s)",
+				n, len(targets), need.UTC().Format(time.RFC3339Nano), ctx.Err(), s.health(targets), why)
 		case <-poll.C:
 		}
 	}
