@@ -96,6 +96,13 @@ Rollouts' web metric (/api/v1/deploy/argo/analyses) start and read analyses.
 With --webhooks FILE (or FLAGPOLE_WEBHOOKS_FILE) analysis and rollout events
 are sent to signed webhooks through a queue in the store (docs/deploy.md).
 
+Rollouts and experiments: every replica runs the rollout controller
+(FLAGPOLE_ROLLOUT_POLL, default 200ms; FLAGPOLE_ROLLOUT_LEASE_TTL, default
+15s) and the experiment consumer, which folds tracking events and exposures
+into per-arm statistics (FLAGPOLE_EXPERIMENT_METRICS_EVERY, default 15s, is
+how often its gauges refresh). OFREP evaluations of experiment flags record
+exposures (docs/rollouts.md, docs/experiments.md).
+
 SIGINT or SIGTERM stop the server gracefully: it stops accepting connections,
 ends the SDKs' change streams at once (they reconnect, to another replica if
 there is one), lets in-flight requests finish (up to --shutdown-timeout) and
