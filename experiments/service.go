@@ -310,15 +310,22 @@ func (s *Service) runningWrite(ctx context.Context, env string, cur Stored, e *E
 			owned = append(owned, ct)
 		}
 	}
+	// The flag write retries its change on a conflict: a stale marker's
+	// experiment is fenced once, not once per attempt.
+	fenced := map[string][]json.RawMessage{}
 	prev, wrote, err := s.writeFlag(ctx, env, e, action, verb, o, func(f *flags.Flag) error {
 		if err := e.CheckFlag(f); err != nil {
 			return err
 		}
 		mine := owned
 		if other, ok := f.Metadata[FlagMetadataKey].(string); ok && other != e.Key {
-			ot, err := s.takeStaleMarker(ctx, env, e.FlagKey, other)
-			if err != nil {
-				return err
+			ot, done := fenced[other]
+			if !done {
+				var err error
+				if ot, err = s.takeStaleMarker(ctx, env, e.FlagKey, other); err != nil {
+					return err
+				}
+				fenced[other] = ot
 			}
 			mine = append(slices.Clip(owned), ot...)
 		}

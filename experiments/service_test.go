@@ -355,3 +355,45 @@ func TestStaleMarkerFencesTheCrashedStart(t *testing.T) {
 		t.Errorf("flag: marker %v, targeting %s; want b's", got.Metadata, got.Targeting)
 	}
 }
+
+// TestStaleMarkerFencedOnce: when the flag write that takes over a stale
+// marker is retried (someone wrote the flag meanwhile), the stale
+// experiment is fenced once, not once per attempt.
+func TestStaleMarkerFencedOnce(t *testing.T) {
+	f := newServiceFixture(t)
+	f.create(t, "a")
+	f.create(t, "b")
+	crash := errors.New("crashed")
+	f.store.beforeUpdate = func(*experiments.Experiment) error {
+		f.editFlag(t, func(fl *flags.Flag) { fl.Metadata["owner"] = "pay" })
+		return crash
+	}
+	if _, err := f.svc.Start(context.Background(), "prod", "a", experiments.WriteOptions{}); !errors.Is(err, crash) {
+		t.Fatalf("Start a: %v", err)
+	}
+	before, err := f.svc.Get(context.Background(), "prod", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The hook runs once: at the first fence, the flag changes under the
+	// flag write, which then retries its change.
+	f.store.beforeUpdate = func(e *experiments.Experiment) error {
+		if e.Key == "a" {
+			f.editFlag(t, func(fl *flags.Flag) { fl.Metadata["owner"] = "search" })
+		}
+		return nil
+	}
+	if _, err := f.svc.Start(context.Background(), "prod", "b", experiments.WriteOptions{}); err != nil {
+		t.Fatalf("Start b: %v", err)
+	}
+	after, err := f.svc.Get(context.Background(), "prod", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Version != before.Version+1 {
+		t.Errorf("a's version %d → %d; want it fenced once, one version up", before.Version, after.Version)
+	}
+	if got := f.flag(t); got.Metadata[experiments.FlagMetadataKey] != "b" || got.Metadata["owner"] != "search" {
+		t.Errorf("flag metadata %v; want b's marker and the concurrent edit", got.Metadata)
+	}
+}
