@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -32,11 +34,7 @@ import (
 // healthy canary fails with probability at most 0.1 %, across all looks),
 // so that the tests do not flake.
 func e2eTemplate(name string, schedule string) string {
-	return fmt.Sprintf(`name: %s
-description: end-to-end test of the workload
-alpha: 0.001
-metrics:
-  - name: error-rate
+	return e2eTemplateOf(name, `  - name: error-rate
     kind: ratio
     numerator: sum(increase(workload_errors_total{ {{ .scope }} }[{{ .window }}]))
     denominator: sum(increase(workload_requests_total{ {{ .scope }} }[{{ .window }}]))
@@ -47,13 +45,45 @@ metrics:
     query: sum by (le) (increase(workload_request_duration_seconds_bucket{ {{ .scope }} }[{{ .window }}]))
     margin: {relative: 0.25}
     critical: true
-schedule:
-%s`, name, schedule)
+`, schedule)
+}
+
+// e2eSeriesMetric judges the workload's gauge (CPU cores, say) as a series:
+// the canary's mean may exceed the baseline's by at most 0.1 over
+// time-aligned points a second apart. Five points decide, so that a run
+// ends in a few seconds (the default is 20).
+const e2eSeriesMetric = `  - name: cpu
+    kind: series
+    query: avg(workload_gauge{ {{ .scope }} })
+    step: 1s
+    minSamples: 5
+    margin: {absolute: 0.1}
+    critical: true
+`
+
+// e2eThresholdMetric bounds the canary's peak gauge over the window at 0.9,
+// whatever the baseline's.
+const e2eThresholdMetric = `  - name: cpu-peak
+    kind: threshold
+    query: max(max_over_time(workload_gauge{ {{ .scope }} }[{{ .window }}]))
+    max: 0.9
+    critical: true
+`
+
+// e2eTemplateOf is a template with the given metrics (YAML list items) and
+// schedule, at alpha 0.001.
+func e2eTemplateOf(name, metrics, schedule string) string {
+	return fmt.Sprintf(`name: %s
+description: end-to-end test of the workload
+alpha: 0.001
+metrics:
+%sschedule:
+%s`, name, metrics, schedule)
 }
 
 // healthy is a baseline (and a good canary): 2,000 requests a second, 2 %
-// errors, latency around 100 ms.
-var healthy = workload.Behavior{RPS: 2000, ErrorRate: 0.02, Latency: workload.Latency{Median: 100 * time.Millisecond, Spread: 0.3}}
+// errors, latency around 100 ms, a gauge (CPU cores) at 0.5.
+var healthy = workload.Behavior{RPS: 2000, ErrorRate: 0.02, Latency: workload.Latency{Median: 100 * time.Millisecond, Spread: 0.3}, Gauge: 0.5}
 
 func with(b workload.Behavior, change func(*workload.Behavior)) workload.Behavior {
 	change(&b)
@@ -142,23 +172,55 @@ func oneToN(n int) []int {
 	return out
 }
 
+// gaugeEvidence checks a gauge metric's evidence: the canary's estimate is
+// the gauge it was set to, the baseline's (series only; threshold metrics
+// have none) the healthy 0.5, and a series rests on at least its five
+// aligned points.
+func gaugeEvidence(canaryGauge float64, series bool) func(*testing.T, canary.Evidence) {
+	return func(t *testing.T, ev canary.Evidence) {
+		t.Helper()
+		near := func(got canary.Float, want float64) bool { return math.Abs(float64(got)-want) < 1e-9 }
+		if ev.Canary == nil || !near(ev.Canary.Value, canaryGauge) {
+			t.Errorf("canary estimate %+v; want the gauge %v", ev.Canary, canaryGauge)
+		}
+		switch {
+		case !series && ev.Baseline != nil:
+			t.Errorf("threshold evidence has a baseline estimate %+v; the baseline must not be queried", *ev.Baseline)
+		case series && (ev.Baseline == nil || !near(ev.Baseline.Value, healthy.Gauge)):
+			t.Errorf("baseline estimate %+v; want the gauge %v", ev.Baseline, healthy.Gauge)
+		case series && (ev.Canary.N < 5 || ev.Baseline.N != ev.Canary.N):
+			t.Errorf("series evidence on %v canary and %v baseline points; want the same n ≥ 5, time-aligned", ev.Canary.N, ev.Baseline.N)
+		case series && !near(ev.Effect, canaryGauge-healthy.Gauge):
+			t.Errorf("series effect %v; want the canary−baseline difference %v", ev.Effect, canaryGauge-healthy.Gauge)
+		}
+	}
+}
+
 // TestAnalysisScenarios: one Prometheus scrapes a workload per scenario;
-// each scenario gates a canary through the CLI, in parallel.
+// each scenario gates a canary through the CLI, in parallel. The baseline
+// is always healthy.
 func TestAnalysisScenarios(t *testing.T) {
 	t.Parallel()
+	gauge := func(v float64) workload.Behavior { return with(healthy, func(b *workload.Behavior) { b.Gauge = v }) }
 	scenarios := []struct {
 		name     string
+		template string // "" is e2e (error rate and latency)
 		canary   workload.Behavior
 		code     int
 		verdict  string
 		metric   string // the metric whose verdict decides, named in the reason
 		metricIs canary.Verdict
+		evidence func(*testing.T, canary.Evidence) // checks the metric's last evidence, if set
 	}{
-		{"healthy canary passes", healthy, exitPass, "pass", "", ""},
-		{"3x error rate fails naming the error metric", with(healthy, func(b *workload.Behavior) { b.ErrorRate = 0.06 }), exitFail, "fail", "error-rate", canary.VerdictFail},
-		{"slightly slower within the margin passes", with(healthy, func(b *workload.Behavior) { b.Latency.Median = 105 * time.Millisecond }), exitPass, "pass", "latency", canary.VerdictPass},
-		{"far slower fails naming latency", with(healthy, func(b *workload.Behavior) { b.Latency.Median = 250 * time.Millisecond }), exitFail, "fail", "latency", canary.VerdictFail},
-		{"no canary traffic is inconclusive, never a pass", with(healthy, func(b *workload.Behavior) { b.RPS = 0 }), exitInconclusive, "inconclusive", "error-rate", canary.VerdictInconclusive},
+		{"healthy canary passes", "", healthy, exitPass, "pass", "", "", nil},
+		{"3x error rate fails naming the error metric", "", with(healthy, func(b *workload.Behavior) { b.ErrorRate = 0.06 }), exitFail, "fail", "error-rate", canary.VerdictFail, nil},
+		{"slightly slower within the margin passes", "", with(healthy, func(b *workload.Behavior) { b.Latency.Median = 105 * time.Millisecond }), exitPass, "pass", "latency", canary.VerdictPass, nil},
+		{"far slower fails naming latency", "", with(healthy, func(b *workload.Behavior) { b.Latency.Median = 250 * time.Millisecond }), exitFail, "fail", "latency", canary.VerdictFail, nil},
+		{"no canary traffic is inconclusive, never a pass", "", with(healthy, func(b *workload.Behavior) { b.RPS = 0 }), exitInconclusive, "inconclusive", "error-rate", canary.VerdictInconclusive, nil},
+		{"series: gauge equal to the baseline passes", "e2e-series", healthy, exitPass, "pass", "cpu", canary.VerdictPass, gaugeEvidence(0.5, true)},
+		{"series: gauge above the margin fails naming it", "e2e-series", gauge(0.8), exitFail, "fail", "cpu", canary.VerdictFail, gaugeEvidence(0.8, true)},
+		{"threshold: value within the bound passes", "e2e-threshold", gauge(0.7), exitPass, "pass", "cpu-peak", canary.VerdictPass, gaugeEvidence(0.7, false)},
+		{"threshold: value beyond the bound fails naming it", "e2e-threshold", gauge(1.2), exitFail, "fail", "cpu-peak", canary.VerdictFail, gaugeEvidence(1.2, false)},
 	}
 	ws := make([]*workload.Workload, len(scenarios))
 	var targets []promtest.Target
@@ -176,14 +238,22 @@ func TestAnalysisScenarios(t *testing.T) {
 	rs := redistest.Start(t)
 	srv := startAnalysisAPI(t, openRealStore(t, rs, "e2e-scenarios:"), e2eSource(t, prom.URL()))
 	env := srv.env()
-	tpl := writeTemp(t, t.TempDir(), "e2e.yaml", e2eTemplate("e2e", "  interval: 2s\n  deadline: 24s\n  undecided: inconclusive\n"))
-	runCLI(t, env, "templates", "apply", tpl).expect(t, 0, []string{"template e2e created"}, nil)
+	const schedule = "  interval: 2s\n  deadline: 24s\n  undecided: inconclusive\n"
+	dir := t.TempDir()
+	for name, doc := range map[string]string{
+		"e2e":           e2eTemplate("e2e", schedule),
+		"e2e-series":    e2eTemplateOf("e2e-series", e2eSeriesMetric, schedule),
+		"e2e-threshold": e2eTemplateOf("e2e-threshold", e2eThresholdMetric, schedule),
+	} {
+		runCLI(t, env, "templates", "apply", writeTemp(t, dir, name+".yaml", doc)).expect(t, 0, []string{"template " + name + " created"}, nil)
+	}
 	waitScrapes(t, prom, 2)
 
 	for i, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
-			args := append([]string{"analysis", "gate", "-t", "e2e", "--every", "500ms", "--timeout", "50s"}, scopes(ws[i])...)
+			tpl := cmp.Or(sc.template, "e2e")
+			args := append([]string{"analysis", "gate", "-t", tpl, "--every", "500ms", "--timeout", "50s"}, scopes(ws[i])...)
 			r := runCLI(t, env, args...)
 			r.expect(t, sc.code, []string{strings.ToUpper(sc.verdict)}, nil)
 			id := strings.Fields(r.stdout)[1]
@@ -203,6 +273,9 @@ func TestAnalysisScenarios(t *testing.T) {
 						found = true
 						if m.Verdict != sc.metricIs {
 							t.Errorf("metric %s: %s (%s); want %s", m.Metric, m.Verdict, m.Reason, sc.metricIs)
+						}
+						if sc.evidence != nil {
+							sc.evidence(t, m.Evidence)
 						}
 					}
 				}
