@@ -2,7 +2,8 @@ package experiments
 
 import (
 	"encoding/json"
-	"math/bits"
+
+	"github.com/flagpole/flagpole/flags"
 )
 
 // Assignment is where one user falls in an experiment.
@@ -28,58 +29,7 @@ const (
 
 // bucketHash is MurmurHash3 x86 32-bit with seed 0 of the concatenated
 // parts: the hash flagd's fractional operation uses.
-func bucketHash(parts ...string) uint32 {
-	var buf [256]byte
-	b := buf[:0]
-	for _, p := range parts {
-		b = append(b, p...)
-	}
-	return murmur3(b, 0)
-}
-
-// murmur3 is Austin Appleby's MurmurHash3_x86_32. It is implemented here
-// rather than taken from github.com/spaolacci/murmur3, whose unsafe pointer
-// arithmetic trips the race detector's checkptr instrumentation.
-func murmur3(data []byte, seed uint32) uint32 {
-	const (
-		c1 = 0xcc9e2d51
-		c2 = 0x1b873593
-	)
-	h := seed
-	n := len(data)
-	i := 0
-	for ; i+4 <= n; i += 4 {
-		k := uint32(data[i]) | uint32(data[i+1])<<8 | uint32(data[i+2])<<16 | uint32(data[i+3])<<24
-		k *= c1
-		k = bits.RotateLeft32(k, 15)
-		k *= c2
-		h ^= k
-		h = bits.RotateLeft32(h, 13)
-		h = h*5 + 0xe6546b64
-	}
-	var k uint32
-	switch n - i {
-	case 3:
-		k ^= uint32(data[i+2]) << 16
-		fallthrough
-	case 2:
-		k ^= uint32(data[i+1]) << 8
-		fallthrough
-	case 1:
-		k ^= uint32(data[i])
-		k *= c1
-		k = bits.RotateLeft32(k, 15)
-		k *= c2
-		h ^= k
-	}
-	h ^= uint32(n)
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return h
-}
+func bucketHash(parts ...string) uint32 { return flags.Murmur3(parts...) }
 
 // pick maps a 32-bit hash onto integer weights exactly as flagd's fractional
 // does (its current "v2" bucketing): bucket = ⌊hash · Σw / 2³²⌋, and the

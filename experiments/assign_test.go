@@ -55,35 +55,6 @@ func TestPickMatchesFlagdConformanceVectors(t *testing.T) {
 	}
 }
 
-// Published MurmurHash3_x86_32 test vectors (the set used by several
-// independent ports, checked against the reference C++ implementation).
-func TestMurmur3Vectors(t *testing.T) {
-	cases := []struct {
-		in   string
-		seed uint32
-		want uint32
-	}{
-		{"", 0, 0},
-		{"", 1, 0x514E28B7},
-		{"", 0xffffffff, 0x81F16F39},
-		{"\xff\xff\xff\xff", 0, 0x76293B50},
-		{"!Ce\x87", 0, 0xF55B516B},
-		{"!Ce\x87", 0x5082EDEE, 0x2362F9DE},
-		{"!Ce", 0, 0x7E4A8634},
-		{"!C", 0, 0xA0F7B07A},
-		{"!", 0, 0x72661CF4},
-		{"\x00\x00\x00\x00", 0, 0x2362F9DE},
-		{"aaaa", 0x9747b28c, 0x5A97808A},
-		{"Hello, world!", 0x9747b28c, 0x24884CBA},
-		{"The quick brown fox jumps over the lazy dog", 0x9747b28c, 0x2FA826CD},
-	}
-	for _, c := range cases {
-		if got := murmur3([]byte(c.in), c.seed); got != c.want {
-			t.Errorf("murmur3(%q, %#x) = %#x, want %#x", c.in, c.seed, got, c.want)
-		}
-	}
-}
-
 func TestPickEdges(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -203,7 +174,7 @@ func evalFlagd(t *testing.T, rule any, data map[string]any) any {
 				for _, b := range args[1:] {
 					total += uint64(b.([]any)[1].(float64))
 				}
-				bucket := (uint64(murmur3([]byte(key), 0)) * total) >> 32
+				bucket := (uint64(flags.Murmur3(key)) * total) >> 32
 				var end uint64
 				for _, b := range args[1:] {
 					pair := b.([]any)

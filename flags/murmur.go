@@ -95,3 +95,15 @@ func (m *murStream) write(s string) {
 }
 
 func (m *murStream) sum() uint32 { return murFinal(m.h, m.n, m.block, m.fill) }
+
+// Murmur3 returns MurmurHash3 x86_32 with seed 0 of the concatenation of
+// parts: the hash flagd's fractional operation buckets with (other
+// packages bucket the same way with it, e.g. experiment assignment). It
+// never allocates and never fails.
+func Murmur3(parts ...string) uint32 {
+	var m murStream
+	for _, p := range parts {
+		m.write(p)
+	}
+	return m.sum()
+}
