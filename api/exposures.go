@@ -55,7 +55,7 @@ type ExposureConfig struct {
 	// Logger receives failures to store exposures; nil discards them.
 	Logger *slog.Logger
 	// Window is how long an exposure of one (environment, flag, variant,
-	// targeting key) suppresses the same exposure.
+	// targeting key, experiment run) suppresses the same exposure.
 	Window time.Duration
 	// MaxRemembered bounds the exposures remembered for de-duplication;
 	// beyond it the oldest are forgotten (de-duplication is best effort,
