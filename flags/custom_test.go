@@ -61,6 +61,10 @@ func TestMurmur3MatchesReferenceImplementation(t *testing.T) {
 		if got := murmur3Concat(s[:cut], s[cut:]); got != want {
 			t.Fatalf("case %d: murmur3Concat(%q, %q) = %#x, reference %#x", i, s[:cut], s[cut:], got, want)
 		}
+		cut2 := cut + r.IntN(len(s)-cut+1)
+		if got := Murmur3(s[:cut], s[cut:cut2], s[cut2:]); got != want {
+			t.Fatalf("case %d: Murmur3(%q, %q, %q) = %#x, reference %#x", i, s[:cut], s[cut:cut2], s[cut2:], got, want)
+		}
 	}
 }
 
