@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/flagpole/flagpole/internal/stat"
 )
@@ -145,7 +146,7 @@ func analyzeRatio(m *Metric, ms *Measurement, alpha, power float64) analysis {
 	dir := m.direction()
 	have := min(nb, nc)
 	counts := fmt.Sprintf("canary %s (%s/%s) vs baseline %s (%s/%s)", fmtPct(rc, false), fmtCount(ec), fmtCount(nc), fmtPct(rb, false), fmtCount(eb), fmtCount(nb))
-	level := fmt.Sprintf("%.0f%% CS", 100*(1-alpha))
+	level := csLevel(alpha)
 
 	if rel := m.Margin.Relative; rel != 0 {
 		a.ev.Unit = UnitRelative
@@ -486,10 +487,10 @@ func analyzeHistogram(m *Metric, ms *Measurement, alpha, power float64) analysis
 	if dir == DirectionEither {
 		moved = "baseline" + fmtMarginOf(&Metric{Margin: m.Margin})
 	}
-	a.summary = fmt.Sprintf("p50 %s vs %s (%s), p99 %s vs %s (%s); P(canary above %s) = %.3f [%.0f%% CS %.3f … %.3f]",
+	a.summary = fmt.Sprintf("p50 %s vs %s (%s), p99 %s vs %s (%s); P(canary above %s) = %.3f [%s %.3f … %.3f]",
 		fmtNum(float64(q50.Canary), false), fmtNum(float64(q50.Baseline), false), fmtPct(float64(q50.Relative), true),
 		fmtNum(float64(q99.Canary), false), fmtNum(float64(q99.Baseline), false), fmtPct(float64(q99.Relative), true),
-		moved, theta, 100*(1-alpha), float64(a.ev.Lower), float64(a.ev.Upper))
+		moved, theta, csLevel(alpha), float64(a.ev.Lower), float64(a.ev.Upper))
 	return a
 }
 
@@ -672,7 +673,7 @@ func analyzeSeries(m *Metric, ms *Measurement, alpha, power float64, s *seriesSc
 	ev.Canary = &ArmEstimate{Value: Float(cm), N: Float(n)}
 	dir := m.direction()
 	a := analysis{ev: ev, fmtMargin: fmtMarginOf(m)}
-	level := fmt.Sprintf("%.0f%% CS", 100*(1-alpha))
+	level := csLevel(alpha)
 	widen := func(se, df float64) float64 {
 		z := stat.NormalQuantile(1 - alpha/2)
 		return se * stat.StudentTQuantile(1-alpha/2, df) / z
@@ -728,4 +729,10 @@ func analyzeSeries(m *Metric, ms *Measurement, alpha, power float64, s *seriesSc
 	a.summary = fmt.Sprintf("mean %s vs %s over %d aligned points: %s [%s %s … %s]", fmtNum(cm, false), fmtNum(bm, false), n,
 		fmtNum(est, true), level, fmtNum(est-r, true), fmtNum(est+r, true))
 	return a
+}
+
+// csLevel names a confidence sequence's level for reasons: "95% CS" at
+// alpha 0.05, "99.9% CS" at 0.001 (never rounded up to 100%).
+func csLevel(alpha float64) string {
+	return strconv.FormatFloat(math.Round(1e6*100*(1-alpha))/1e6, 'f', -1, 64) + "% CS"
 }

@@ -204,3 +204,21 @@ func TestSerialMeanSE(t *testing.T) {
 		}
 	}
 }
+
+func TestCSLevel(t *testing.T) {
+	cases := []struct {
+		alpha float64
+		want  string
+	}{
+		{alpha: 0.05, want: "95% CS"},
+		{alpha: 0.01, want: "99% CS"},
+		{alpha: 0.001, want: "99.9% CS"},
+		{alpha: 0.0001, want: "99.99% CS"},
+		{alpha: 0.1, want: "90% CS"},
+	}
+	for _, tc := range cases {
+		if got := csLevel(tc.alpha); got != tc.want {
+			t.Errorf("csLevel(%v) = %q, want %q", tc.alpha, got, tc.want)
+		}
+	}
+}
