@@ -465,6 +465,7 @@ func (r *Rollout) Promote(now time.Time, actor, reason string) error {
 		return r.actionError("promote")
 	}
 	r.event(now, EventPromoted, actor, reason)
+	r.Step = len(r.Steps) - 1 // done: its status reads as at the last step
 	r.succeed(now, actor, "promoted")
 	return nil
 }

@@ -83,7 +83,7 @@ func TestRolloutStateMachine(t *testing.T) {
 			state: canary.RolloutRunning, step: 0, percent: 10, flag: "off 1000", events: "started paused resumed"},
 		{name: "promote serves the new variant to everyone", steps: gated,
 			ops:   []op{{do: "synced"}, {at: time.Minute, do: "promote"}},
-			state: canary.RolloutSucceeded, step: 0, percent: 100, flag: "on", events: "started promoted succeeded"},
+			state: canary.RolloutSucceeded, step: 2, percent: 100, flag: "on", events: "started promoted succeeded"},
 		{name: "abort rolls back", steps: gated,
 			ops:   []op{{do: "synced"}, {at: time.Minute, do: "abort"}},
 			state: canary.RolloutAborted, step: 0, percent: 0, flag: "off", events: "started aborted"},
