@@ -75,6 +75,18 @@ func (s *Server) experimentAccess(rc *reqCtx, k auth.Key, write bool) (string, e
 	return env, nil
 }
 
+// experimentTarget is experimentAccess plus the experiment key of the
+// path.
+func (s *Server) experimentTarget(rc *reqCtx, k auth.Key, write bool) (env, key string, err error) {
+	if env, err = s.experimentAccess(rc, k, write); err != nil {
+		return "", "", err
+	}
+	if key, err = pathParam(rc, "key"); err != nil {
+		return "", "", err
+	}
+	return env, key, nil
+}
+
 // experimentError maps experiments errors onto the API's shape.
 func experimentError(err error, env, key string) error {
 	var (
@@ -222,11 +234,7 @@ func (s *Server) createExperiment(rc *reqCtx, k auth.Key) error {
 }
 
 func (s *Server) getExperiment(rc *reqCtx, k auth.Key) error {
-	env, err := s.experimentAccess(rc, k, false)
-	if err != nil {
-		return err
-	}
-	key, err := pathParam(rc, "key")
+	env, key, err := s.experimentTarget(rc, k, false)
 	if err != nil {
 		return err
 	}
@@ -234,19 +242,11 @@ func (s *Server) getExperiment(rc *reqCtx, k auth.Key) error {
 	if err != nil {
 		return experimentError(err, env, key)
 	}
-	if notModified(rc.Request(), st.ETag()) {
-		rc.Response().Header()["Etag"] = []string{st.ETag()}
-		return rc.NoContent(http.StatusNotModified)
-	}
-	return s.writeJSON(rc, http.StatusOK, st.ETag(), st)
+	return s.writeVersioned(rc, st.Version, st)
 }
 
 func (s *Server) putExperiment(rc *reqCtx, k auth.Key) error {
-	env, err := s.experimentAccess(rc, k, true)
-	if err != nil {
-		return err
-	}
-	key, err := pathParam(rc, "key")
+	env, key, err := s.experimentTarget(rc, k, true)
 	if err != nil {
 		return err
 	}
@@ -278,11 +278,7 @@ func (s *Server) putExperiment(rc *reqCtx, k auth.Key) error {
 }
 
 func (s *Server) deleteExperiment(rc *reqCtx, k auth.Key) error {
-	env, err := s.experimentAccess(rc, k, true)
-	if err != nil {
-		return err
-	}
-	key, err := pathParam(rc, "key")
+	env, key, err := s.experimentTarget(rc, k, true)
 	if err != nil {
 		return err
 	}
@@ -314,11 +310,7 @@ type restartIn struct {
 // experimentAction handles start, stop, restart and archive.
 func (s *Server) experimentAction(action string) keyHandler {
 	return func(rc *reqCtx, k auth.Key) error {
-		env, err := s.experimentAccess(rc, k, true)
-		if err != nil {
-			return err
-		}
-		key, err := pathParam(rc, "key")
+		env, key, err := s.experimentTarget(rc, k, true)
 		if err != nil {
 			return err
 		}
@@ -390,11 +382,7 @@ type resultsOut struct {
 }
 
 func (s *Server) readResults(rc *reqCtx, k auth.Key) (experiments.Results, error) {
-	env, err := s.experimentAccess(rc, k, false)
-	if err != nil {
-		return experiments.Results{}, err
-	}
-	key, err := pathParam(rc, "key")
+	env, key, err := s.experimentTarget(rc, k, false)
 	if err != nil {
 		return experiments.Results{}, err
 	}
