@@ -484,16 +484,25 @@ func (s *Store) Run(ctx context.Context, id string) (sr canary.StoredRun, err er
 
 // runFromHash decodes an HMGET of version and doc.
 func runFromHash(id string, vals []any) (canary.StoredRun, error) {
-	if len(vals) < 2 || vals[0] == nil {
-		return canary.StoredRun{}, fmt.Errorf("run %s: %w", id, canary.ErrNotFound)
-	}
-	vs, _ := vals[0].(string)
-	doc, _ := vals[1].(string)
-	v, err := strconv.ParseInt(vs, 10, 64)
+	doc, v, err := versionedDoc("run", id, vals)
 	if err != nil {
-		return canary.StoredRun{}, fmt.Errorf("stored run %s has a malformed version %q", id, vs)
+		return canary.StoredRun{}, err
 	}
 	return decodeRun(id, doc, v)
+}
+
+// versionedDoc reads an HMGET of version and doc of a canary record (a run
+// or a rollout): canary.ErrNotFound when the record is absent.
+func versionedDoc(kind, id string, vals []any) (doc string, version int64, err error) {
+	if len(vals) < 2 || vals[0] == nil {
+		return "", 0, fmt.Errorf("%s %s: %w", kind, id, canary.ErrNotFound)
+	}
+	vs, _ := vals[0].(string)
+	doc, _ = vals[1].(string)
+	if version, err = strconv.ParseInt(vs, 10, 64); err != nil {
+		return "", 0, fmt.Errorf("stored %s %s has a malformed version %q", kind, id, vs)
+	}
+	return doc, version, nil
 }
 
 // Runs implements canary.Store. The cursor is "MILLIS:ID" of the last run

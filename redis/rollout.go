@@ -288,14 +288,9 @@ func (s *Store) Rollout(ctx context.Context, id string) (sr canary.StoredRollout
 }
 
 func rolloutFromHash(id string, vals []any) (canary.StoredRollout, error) {
-	if len(vals) < 2 || vals[0] == nil {
-		return canary.StoredRollout{}, fmt.Errorf("rollout %s: %w", id, canary.ErrNotFound)
-	}
-	vs, _ := vals[0].(string)
-	doc, _ := vals[1].(string)
-	v, err := strconv.ParseInt(vs, 10, 64)
+	doc, v, err := versionedDoc("rollout", id, vals)
 	if err != nil {
-		return canary.StoredRollout{}, fmt.Errorf("stored rollout %s has a malformed version %q", id, vs)
+		return canary.StoredRollout{}, err
 	}
 	return decodeRollout(id, doc, v)
 }
