@@ -277,7 +277,12 @@ func (c *ExperimentConsumer) envs(ctx context.Context) ([]string, error) {
 	return envs, nil
 }
 
-func (c *ExperimentConsumer) fold(ctx context.Context, block bool) (int, error) {
+// eachEnv runs fn for every environment with experiments (n is how many
+// there are) and adds up what it counts; the environments' errors are
+// joined, and one failing does not stop the others. Errors: the store is
+// closed or the environments cannot be listed (wrapped
+// experiments.ErrUnavailable), else fn's.
+func (c *ExperimentConsumer) eachEnv(ctx context.Context, fn func(env string, n int) (int, error)) (int, error) {
 	if c.s.closed.Load() {
 		return 0, eunavailable(errClosed)
 	}
@@ -288,25 +293,30 @@ func (c *ExperimentConsumer) fold(ctx context.Context, block bool) (int, error) 
 	total := 0
 	var errs []error
 	for _, env := range envs {
+		k, err := fn(env, len(envs))
+		total += k
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+func (c *ExperimentConsumer) fold(ctx context.Context, block bool) (int, error) {
+	return c.eachEnv(ctx, func(env string, n int) (int, error) {
 		wait := time.Duration(-1)
-		if block && len(envs) == 1 {
+		if block && n == 1 {
 			wait = c.o.Poll
 		}
 		msgs, err := c.read(ctx, env, wait)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if len(msgs) == 0 {
-			continue
+		if err != nil || len(msgs) == 0 {
+			return 0, err
 		}
 		if err := c.process(ctx, env, msgs); err != nil {
-			errs = append(errs, err)
-			continue
+			return 0, err
 		}
-		total += len(msgs)
-	}
-	return total, errors.Join(errs...)
+		return len(msgs), nil
+	})
 }
 
 // read takes the next batch of env's new entries for this consumer,
@@ -352,13 +362,8 @@ func (c *ExperimentConsumer) read(ctx context.Context, env string, wait time.Dur
 // same. Claimed entries that could not be folded stay pending on this
 // consumer and are claimed again after ClaimIdle.
 func (c *ExperimentConsumer) Claim(ctx context.Context) (int, error) {
-	envs, err := c.envs(ctx)
-	if err != nil {
-		return 0, err
-	}
-	total := 0
-	var errs []error
-	for _, env := range envs {
+	return c.eachEnv(ctx, func(env string, _ int) (int, error) {
+		total := 0
 		start := "0-0"
 		for range 100 { // bounded per call
 			msgs, next, err := c.s.rdb.XAutoClaim(ctx, &goredis.XAutoClaimArgs{
@@ -367,25 +372,24 @@ func (c *ExperimentConsumer) Claim(ctx context.Context) (int, error) {
 			}).Result()
 			if err != nil {
 				if !strings.Contains(err.Error(), "NOGROUP") && !errors.Is(err, goredis.Nil) {
-					errs = append(errs, xtranslate("claim events", err))
+					return total, xtranslate("claim events", err)
 				}
-				break
+				return total, nil
 			}
 			if len(msgs) > 0 {
 				if err := c.process(ctx, env, msgs); err != nil {
-					errs = append(errs, err)
-					break
+					return total, err
 				}
 				total += len(msgs)
 				c.met.claimed(len(msgs))
 			}
 			if next == "0-0" || next == "" {
-				break
+				return total, nil
 			}
 			start = next
 		}
-	}
-	return total, errors.Join(errs...)
+		return total, nil
+	})
 }
 
 // DropEndedStates deletes, in every environment, the per-user fold states
@@ -396,21 +400,13 @@ func (c *ExperimentConsumer) Claim(ctx context.Context) (int, error) {
 // of a running experiment. The per-arm statistics stay. It returns how many
 // experiments' states it deleted; errors are the store's, joined.
 func (c *ExperimentConsumer) DropEndedStates(ctx context.Context) (int, error) {
-	if c.s.closed.Load() {
-		return 0, eunavailable(errClosed)
-	}
-	envs, err := c.envs(ctx)
-	if err != nil {
-		return 0, err
-	}
-	dropped := 0
-	var errs []error
-	for _, env := range envs {
+	return c.eachEnv(ctx, func(env string, _ int) (int, error) {
 		all, err := c.s.Experiments(ctx, env)
 		if err != nil {
-			errs = append(errs, err)
-			continue
+			return 0, err
 		}
+		dropped := 0
+		var errs []error
 		for i := range all {
 			if st := all[i].Status; st == experiments.StatusRunning || st == experiments.StatusDraft {
 				continue
@@ -431,8 +427,8 @@ func (c *ExperimentConsumer) DropEndedStates(ctx context.Context) (int, error) {
 				errs = append(errs, err)
 			}
 		}
-	}
-	return dropped, errors.Join(errs...)
+		return dropped, errors.Join(errs...)
+	})
 }
 
 // delConsumerScript removes a consumer from the group unless entries are
@@ -455,24 +451,17 @@ return 1
 // embedded store's files, so nothing is journaled. It returns how many
 // consumers it removed; errors are the store's, joined.
 func (c *ExperimentConsumer) RemoveIdleConsumers(ctx context.Context) (int, error) {
-	if c.s.closed.Load() {
-		return 0, eunavailable(errClosed)
-	}
-	envs, err := c.envs(ctx)
-	if err != nil {
-		return 0, err
-	}
-	removed := 0
-	var errs []error
-	for _, env := range envs {
+	removed, err := c.eachEnv(ctx, func(env string, _ int) (int, error) {
 		stream := c.s.keys.events(env)
 		cons, err := c.s.rdb.XInfoConsumers(ctx, stream, consumerGroup).Result()
 		if err != nil {
 			if !strings.Contains(err.Error(), "NOGROUP") && !strings.Contains(err.Error(), "no such key") {
-				errs = append(errs, xtranslate("list consumers", err))
+				return 0, xtranslate("list consumers", err)
 			}
-			continue
+			return 0, nil
 		}
+		removed := 0
+		var errs []error
 		for _, ci := range cons {
 			if ci.Name == c.o.Name || ci.Pending > 0 || ci.Idle < c.o.ForgetIdle {
 				continue
@@ -484,9 +473,10 @@ func (c *ExperimentConsumer) RemoveIdleConsumers(ctx context.Context) (int, erro
 			}
 			removed += n
 		}
-	}
+		return removed, errors.Join(errs...)
+	})
 	c.met.removedConsumers(removed)
-	return removed, errors.Join(errs...)
+	return removed, err
 }
 
 // running returns the folders of env's running experiments and the
